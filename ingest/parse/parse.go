@@ -76,6 +76,10 @@ type Stats struct {
 	NotFindings int // results of kinds that are not findings (SARIF pass, informational, notApplicable)
 	Assets      int
 	Runs        int // SARIF runs, nuclei records read, amass lines read
+	// Tools names every tool that produced the file, sorted and unique,
+	// including tools that reported nothing: a clean rescan must still say
+	// which scanner's findings it closes.
+	Tools []string
 }
 
 // Func is the signature every parser implements.

@@ -1,0 +1,42 @@
+# starpipe: `make run` starts the daemon on the embedded stack, `make test`
+# runs the whole suite against a private PostgreSQL and the in-process broker.
+
+GO       ?= go
+BIN      := bin/starpipe
+STATE    ?= .starpipe
+LISTEN   ?= 127.0.0.1:8080
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+BENCHTIME ?= 1s
+
+.PHONY: all build run test bench lint fuzz clean
+
+all: lint test
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/starpipe
+
+# The daemon with its private PostgreSQL and embedded broker; state (and so
+# data) lives in $(STATE) and survives restarts. Ctrl-C stops everything.
+run: build
+	./$(BIN) dev --state $(STATE) --listen $(LISTEN)
+
+# Starts a private PostgreSQL unless STARPIPE_TEST_DATABASE_URL points at one,
+# runs every test, and stops the cluster again.
+test: build
+	./scripts/test.sh
+
+bench: build
+	BENCHTIME=$(BENCHTIME) ./scripts/bench.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Short fuzzing pass over every parser (FUZZTIME per target).
+FUZZTIME ?= 20s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin .starpipe-test

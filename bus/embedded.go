@@ -1,0 +1,165 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// EmbeddedConfig configures the in-process broker.
+type EmbeddedConfig struct {
+	// DataDir keeps topics, records and committed offsets across restarts.
+	// Empty keeps everything in memory (tests).
+	DataDir string
+	// Port to listen on at 127.0.0.1; 0 picks a free port.
+	Port int
+	// Partitions for the starpipe topics when they are first created.
+	// Default 6.
+	Partitions int
+	// Retention is how long records are kept (log.retention.ms). Default
+	// 7 days. RetentionInterval is how often it is enforced; default 5 min.
+	Retention         time.Duration
+	RetentionInterval time.Duration
+	// SyncWrites fsyncs every produced batch; slower, but a crash loses
+	// nothing acknowledged.
+	SyncWrites bool
+	// GroupMinSessionTimeout lowers kfake's 6 s minimum session timeout,
+	// for tests with short consumer session timeouts. 0 keeps the default.
+	GroupMinSessionTimeout time.Duration
+}
+
+func (c EmbeddedConfig) withDefaults() EmbeddedConfig {
+	if c.Partitions <= 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.Retention <= 0 {
+		c.Retention = 7 * 24 * time.Hour
+	}
+	if c.RetentionInterval <= 0 {
+		c.RetentionInterval = 5 * time.Minute
+	}
+	return c
+}
+
+// Embedded is a single-node Kafka-protocol broker running in this process
+// (franz-go's kfake). kfake describes itself as a test broker and its disk
+// format is young: this is for one-machine installs (`starpipe dev`) and
+// tests; production points Config.Brokers at a real Kafka cluster.
+type Embedded struct {
+	cluster *kfake.Cluster
+	log     *slog.Logger
+	addrs   []string
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// StartEmbedded starts the broker, creates the starpipe topics that do not
+// exist yet, and starts enforcing retention. ctx only bounds start-up; the
+// broker runs until Close.
+func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = discardLogger()
+	}
+	log := logger.With("component", "bus.embedded")
+
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.ClusterID("starpipe"),
+		kfake.WithLogger(kfakeLogger{log}),
+		kfake.DefaultNumPartitions(cfg.Partitions),
+		// Broker-wide retention applies to every topic, including ones
+		// persisted by an earlier run with a different setting.
+		kfake.BrokerConfigs(map[string]string{
+			"log.retention.ms": strconv.FormatInt(cfg.Retention.Milliseconds(), 10),
+		}),
+	}
+	if cfg.Port != 0 {
+		opts = append(opts, kfake.Ports(cfg.Port))
+	}
+	if cfg.DataDir != "" {
+		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	if cfg.SyncWrites {
+		opts = append(opts, kfake.SyncWrites())
+	}
+	if cfg.GroupMinSessionTimeout > 0 {
+		opts = append(opts, kfake.GroupMinSessionTimeout(cfg.GroupMinSessionTimeout))
+	}
+	cluster, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bus: starting embedded broker: %w", err)
+	}
+	// CreateTopic rather than SeedTopics: seeds apply only to an empty data
+	// directory, while this also adds a topic a newer build introduced.
+	for _, t := range Topics() {
+		err := cluster.CreateTopic(t, int32(cfg.Partitions), nil)
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			cluster.Close()
+			return nil, fmt.Errorf("bus: creating embedded topic %s: %w", t, err)
+		}
+	}
+	e := &Embedded{
+		cluster: cluster,
+		log:     log,
+		addrs:   cluster.ListenAddrs(),
+		stop:    make(chan struct{}),
+	}
+	e.wg.Go(func() { e.retain(cfg.RetentionInterval) })
+	log.Info("embedded broker started", "addrs", e.addrs, "data_dir", cfg.DataDir, "retention", cfg.Retention)
+	return e, nil
+}
+
+// retain enforces retention on a timer: kfake does not do it on its own
+// unless a topic carries an explicit retention config.
+func (e *Embedded) retain(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.cluster.ApplyRetention()
+		}
+	}
+}
+
+// Addrs returns the broker addresses, for Config.Brokers.
+func (e *Embedded) Addrs() []string { return append([]string(nil), e.addrs...) }
+
+// Close stops the broker, flushing its state to DataDir. Clients should be
+// closed first. Close is idempotent.
+func (e *Embedded) Close() {
+	e.closeOnce.Do(func() {
+		close(e.stop)
+		e.wg.Wait()
+		e.cluster.Close()
+		e.log.Info("embedded broker stopped")
+	})
+}
+
+// kfakeLogger forwards kfake's warnings and errors to slog; its info and
+// debug levels log every request.
+type kfakeLogger struct{ log *slog.Logger }
+
+func (l kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
+	switch level {
+	case kfake.LogLevelError:
+		l.log.Error("kfake error", "detail", fmt.Sprintf(msg, args...))
+	case kfake.LogLevelWarn:
+		l.log.Warn("kfake warning", "detail", fmt.Sprintf(msg, args...))
+	}
+}

@@ -1,0 +1,279 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+)
+
+// Handler processes one message. It returns nil once the message's effect
+// is durable (the offset is committed next), an error wrapped with Poison
+// when the message can never be processed (it goes to the DLQ), or any
+// other error to have the same message retried.
+type Handler func(ctx context.Context, msg Message) error
+
+// PoisonError marks a message that no retry can fix: undecodable, an
+// unknown envelope version, a payload that fails validation.
+type PoisonError struct{ Err error }
+
+// Poison wraps err so that Run moves the message to the DLQ instead of
+// retrying it. Poison(nil) is nil.
+func Poison(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PoisonError{Err: err}
+}
+
+func (e *PoisonError) Error() string { return "poison message: " + e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *PoisonError) Unwrap() error { return e.Err }
+
+// IsPoison reports whether err, or an error it wraps, came from Poison.
+func IsPoison(err error) bool {
+	_, ok := errors.AsType[*PoisonError](err)
+	return ok
+}
+
+// Headers Run adds to a message it moves to TopicDLQ. The original
+// headers are kept alongside them.
+const (
+	HeaderError             = "error"
+	HeaderOriginalTopic     = "original_topic"
+	HeaderOriginalPartition = "original_partition"
+	HeaderOriginalOffset    = "original_offset"
+	HeaderGroup             = "group"
+	HeaderFailedAt          = "failed_at"
+	// HeaderValueDropped is set when the original value plus the DLQ
+	// headers would exceed MaxMessageBytes; the value is then left out and
+	// must be read from the original topic while it is retained.
+	HeaderValueDropped = "value_dropped"
+)
+
+// maxErrorHeader bounds the error text copied into the DLQ header.
+const maxErrorHeader = 2048
+
+// RunOptions tune Consumer.Run. The zero value is usable.
+type RunOptions struct {
+	// DLQ publishes poison messages. Nil makes Run create a producer from
+	// the consumer's Config and close it on return.
+	DLQ *Producer
+	// InitialBackoff and MaxBackoff bound the exponential wait between
+	// attempts at a message whose handler returned a retriable error.
+	// Defaults: 200 ms and 30 s.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	// DrainTimeout is how long the in-flight handler may keep running
+	// after ctx is cancelled before its own context is cancelled too.
+	// Default: 30 s.
+	DrainTimeout time.Duration
+}
+
+func (o RunOptions) withDefaults() RunOptions {
+	if o.InitialBackoff <= 0 {
+		o.InitialBackoff = 200 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	if o.MaxBackoff < o.InitialBackoff {
+		o.MaxBackoff = o.InitialBackoff
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	return o
+}
+
+// commitTimeout bounds a commit or DLQ publish made while draining.
+const commitTimeout = 10 * time.Second
+
+// Run fetches messages one at a time, calls h, and commits each message
+// once h returned nil, until ctx is done; then it closes the consumer
+// (leaving the group) and returns nil. It returns an error only when the
+// consumer cannot go on (invalid config, reader closed).
+//
+// Messages are handled in order, one at a time; scale out by running more
+// consumers in the group (up to one per partition). A retriable error is
+// retried on the same message, with exponential backoff, until it succeeds
+// or ctx is done: a message is never skipped, so a persistent failure
+// stalls this consumer's partitions, which is what the lag alert is for.
+// A Poison error moves the message to TopicDLQ, then commits it.
+//
+// Cancelling ctx stops fetching and retrying, but the in-flight handler
+// runs to completion (bounded by DrainTimeout) and its commit is made; a
+// message left unprocessed is delivered again to the next consumer.
+func (c *Consumer) Run(ctx context.Context, h Handler, opts RunOptions) (err error) {
+	if c.err != nil {
+		return c.err
+	}
+	defer func() {
+		if cerr := c.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	opts = opts.withDefaults()
+	dlq := opts.DLQ
+	if dlq == nil {
+		dlq = NewProducer(c.cfg, c.base)
+		defer dlq.Close()
+	}
+
+	// work carries the handler, commit and DLQ publish. It outlives ctx by
+	// DrainTimeout so that stopping intake does not abort work in flight.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(opts.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			c.log.Warn("drain timeout elapsed, cancelling handler", "drain_timeout", opts.DrainTimeout)
+			cancelWork()
+		}
+	})
+	defer wg.Wait()
+	defer close(done)
+
+	for {
+		msg, err := c.Fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := c.process(ctx, work, h, dlq, msg, opts); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// process handles one message until it is committed or ctx is done.
+func (c *Consumer) process(ctx, work context.Context, h Handler, dlq *Producer, msg Message, opts RunOptions) error {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     opts.InitialBackoff,
+		RandomizationFactor: 0.2,
+		Multiplier:          2,
+		MaxInterval:         opts.MaxBackoff,
+	}
+	b.Reset()
+	for attempt := 1; ; attempt++ {
+		herr := h(work, msg)
+		if herr == nil {
+			c.commit(work, msg)
+			return nil
+		}
+		log := c.log.With("partition", msg.Partition, "offset", msg.Offset, "attempt", attempt)
+		if IsPoison(herr) {
+			c.metrics.incHandlerError(c.topic, c.group, "poison")
+			log.Warn("poison message, moving it to the DLQ", "error", herr)
+			if err := c.deadLetter(ctx, work, dlq, msg, herr, opts); err != nil {
+				return err
+			}
+			c.metrics.incDLQ(c.topic, c.group)
+			c.commit(work, msg)
+			return nil
+		}
+		c.metrics.incHandlerError(c.topic, c.group, "retriable")
+		if ctx.Err() != nil {
+			log.Info("stopping with message unprocessed; it will be redelivered", "error", herr)
+			return ctx.Err()
+		}
+		wait := b.NextBackOff()
+		log.Warn("handler failed, retrying", "error", herr, "backoff", wait)
+		if err := sleepCtx(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// commit stores msg's offset. A failed commit is logged and not retried:
+// the message will be delivered again and handlers are idempotent, while
+// retrying a commit across a rebalance could not succeed anyway.
+func (c *Consumer) commit(work context.Context, msg Message) {
+	ctx, cancel := context.WithTimeout(work, commitTimeout)
+	defer cancel()
+	if err := c.Commit(ctx, msg); err != nil {
+		c.log.Warn("commit failed; the message will be redelivered", "partition", msg.Partition, "offset", msg.Offset, "error", err)
+	}
+}
+
+// deadLetter publishes msg to TopicDLQ, retrying until it succeeds or ctx
+// is done: committing a poison message that is not in the DLQ would lose it.
+func (c *Consumer) deadLetter(ctx, work context.Context, dlq *Producer, msg Message, cause error, opts RunOptions) error {
+	headers := make(map[string]string, len(msg.Headers)+6)
+	maps.Copy(headers, msg.Headers)
+	errText := cause.Error()
+	if len(errText) > maxErrorHeader {
+		errText = errText[:maxErrorHeader]
+	}
+	headers[HeaderError] = errText
+	headers[HeaderOriginalTopic] = msg.Topic
+	headers[HeaderOriginalPartition] = strconv.Itoa(msg.Partition)
+	headers[HeaderOriginalOffset] = strconv.FormatInt(msg.Offset, 10)
+	headers[HeaderGroup] = c.group
+	headers[HeaderFailedAt] = time.Now().UTC().Format(time.RFC3339Nano)
+	out := Message{Key: msg.Key, Value: msg.Value, Headers: headers}
+
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     opts.InitialBackoff,
+		RandomizationFactor: 0.2,
+		Multiplier:          2,
+		MaxInterval:         opts.MaxBackoff,
+	}
+	b.Reset()
+	for {
+		pctx, cancel := context.WithTimeout(work, commitTimeout)
+		err := dlq.Publish(pctx, TopicDLQ, out)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrMessageTooLarge) && out.Value != nil {
+			out.Value = nil
+			out.Headers[HeaderValueDropped] = "true"
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := b.NextBackOff()
+		c.log.Error("publishing to the DLQ failed, retrying", "partition", msg.Partition, "offset", msg.Offset, "error", err, "backoff", wait)
+		if err := sleepCtx(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// discardLogger is used when a caller passes a nil logger.
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

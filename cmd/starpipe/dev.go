@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/config"
+	"github.com/starpipe/starpipe/store"
+	"github.com/starpipe/starpipe/store/pgcluster"
+)
+
+func init() { subcommands = append(subcommands, newDevCmd) }
+
+func newDevCmd() *cobra.Command {
+	var (
+		cfgFile string
+		state   string
+		listen  string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole stack on one machine: private PostgreSQL, embedded Kafka-protocol broker, daemon",
+		Long: `dev starts a private PostgreSQL cluster from the system's PostgreSQL
+binaries and an in-process Kafka-protocol broker, both keeping their data
+under the state directory, then serves every role. Data survives restarts.
+The embedded broker is for one machine; production runs ` + "`starpipe serve`" + `
+against PostgreSQL and a Kafka cluster.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgFile)
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("state") {
+				cfg.StateDir = state
+			}
+			if cmd.Flags().Changed("listen") {
+				cfg.Listen = listen
+			}
+			log := newLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
+			return runDev(cmd.Context(), cfg, log)
+		},
+	}
+	cmd.Flags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
+	cmd.Flags().StringVar(&state, "state", ".starpipe", "state directory (database, broker log, admin token)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "HTTP listen address")
+	return cmd
+}
+
+func runDev(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	dir, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create state directory: %w", err)
+	}
+	unlock, err := lockStateDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	// Clean-up must run even though ctx is already cancelled by the signal.
+	cleanup := context.WithoutCancel(ctx)
+
+	pg, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "postgres"), Logger: log.With("component", "pgcluster")})
+	if err != nil {
+		return fmt.Errorf("start private PostgreSQL: %w", err)
+	}
+	defer func() {
+		if err := pg.Stop(cleanup); err != nil {
+			log.Error("stop PostgreSQL", "err", err)
+		}
+	}()
+	log.Info("private PostgreSQL running", "url", redactURL(pg.URL()))
+
+	emb, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{
+		DataDir:    filepath.Join(dir, "kafka"),
+		Partitions: cfg.Kafka.Partitions,
+	}, log.With("component", "kfake"))
+	if err != nil {
+		return fmt.Errorf("start embedded broker: %w", err)
+	}
+	defer emb.Close()
+	log.Info("embedded Kafka-protocol broker running", "brokers", emb.Addrs())
+
+	cfg.Database.URL = pg.URL()
+	cfg.Kafka.Brokers = emb.Addrs()
+	tokenFile := filepath.Join(dir, "admin.token")
+	return runDaemon(ctx, cfg, log, &hooks{
+		afterStore: func(ctx context.Context, st *store.Store) error {
+			return ensureAdminToken(ctx, st, tokenFile, log)
+		},
+	})
+}
+
+// ensureAdminToken creates an admin token on first start and writes it where
+// only this user can read it. Tokens are stored hashed, so a lost file
+// cannot be recovered: a new token is minted instead.
+func ensureAdminToken(ctx context.Context, st *store.Store, path string, log *slog.Logger) error {
+	if _, err := os.Stat(path); err == nil {
+		log.Info("admin token", "file", path)
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("admin token file: %w", err)
+	}
+	name := "admin"
+	if exists, err := st.TokenExists(ctx, name); err != nil {
+		return err
+	} else if exists {
+		name = "admin-" + strconv.FormatInt(int64(os.Getpid()), 10)
+	}
+	tok, err := st.CreateToken(ctx, name, "admin")
+	if err != nil {
+		return fmt.Errorf("create admin token: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	log.Info("created admin token", "file", path, "name", name)
+	fmt.Fprintf(os.Stderr, "\nstarpipe: admin token written to %s\n  curl -H \"Authorization: Bearer $(cat %s)\" http://<listen>/v1/runs\n\n", path, path)
+	return nil
+}
+
+// lockStateDir makes a second `starpipe dev` on the same directory refuse
+// before it touches anything. The lock is released by the kernel if the
+// process dies, so a crash never leaves the directory locked.
+func lockStateDir(dir string) (func(), error) {
+	path := filepath.Join(dir, "starpipe.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		pid := strings.TrimSpace(string(b))
+		if pid == "" {
+			pid = "unknown"
+		}
+		return nil, fmt.Errorf("state directory %s is in use by another starpipe (pid %s); stop it first or use --state", dir, pid)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// redactURL hides a password in a connection URL for logs.
+func redactURL(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return u
+	}
+	cred := u[scheme+3 : at]
+	if user, _, ok := strings.Cut(cred, ":"); ok {
+		return u[:scheme+3] + user + ":xxxxx" + u[at:]
+	}
+	return u
+}

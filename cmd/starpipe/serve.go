@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/starpipe/starpipe/api"
+	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/config"
+	"github.com/starpipe/starpipe/store"
+)
+
+func init() { subcommands = append(subcommands, newServeCmd, newMigrateCmd) }
+
+func newServeCmd() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon against a configured PostgreSQL and Kafka",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgFile)
+			if err != nil {
+				return err
+			}
+			if cfg.Database.URL == "" {
+				return errors.New("database.url is not set (config file or STARPIPE_DATABASE_URL); for a self-contained stack use `starpipe dev`")
+			}
+			if len(cfg.Kafka.Brokers) == 0 {
+				return errors.New("kafka.brokers is not set (config file or STARPIPE_KAFKA_BROKERS); for a self-contained stack use `starpipe dev`")
+			}
+			log := newLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
+			return runDaemon(cmd.Context(), cfg, log, nil)
+		},
+	}
+	cmd.Flags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML); see configs/starpipe.example.yaml")
+	return cmd
+}
+
+func newMigrateCmd() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply database migrations and exit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgFile)
+			if err != nil {
+				return err
+			}
+			if cfg.Database.URL == "" {
+				return errors.New("database.url is not set (config file or STARPIPE_DATABASE_URL)")
+			}
+			if err := store.Migrate(cmd.Context(), cfg.Database.URL); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "migrations applied")
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
+	return cmd
+}
+
+// busConfig turns the daemon configuration into the bus package's.
+func busConfig(cfg config.Config) bus.Config {
+	return bus.Config{
+		Brokers:           cfg.Kafka.Brokers,
+		Partitions:        cfg.Kafka.Partitions,
+		ReplicationFactor: cfg.Kafka.ReplicationFactor,
+		ClientID:          cfg.Kafka.ClientID,
+		Compression:       cfg.Kafka.Compression,
+	}.WithDefaults()
+}
+
+// hooks let `dev` add work to the daemon's lifetime (the demo target, the
+// first-start token) without serve knowing about it.
+type hooks struct {
+	// afterStore runs once the database is migrated and open.
+	afterStore func(ctx context.Context, st *store.Store) error
+}
+
+// runDaemon runs every configured role until ctx is cancelled, then shuts
+// down in order: not ready, stop intake, drain, close clients.
+func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hooks) error {
+	log.Info("starting", "version", versionString(), "roles", cfg.Roles, "listen", cfg.Listen)
+
+	if err := store.Migrate(ctx, cfg.Database.URL); err != nil {
+		return fmt.Errorf("migrate database: %w", err)
+	}
+	st, err := store.Open(ctx, cfg.Database.URL)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer st.Close()
+	if h != nil && h.afterStore != nil {
+		if err := h.afterStore(ctx, st); err != nil {
+			return err
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "starpipe_up", Help: "1 while the daemon serves.", ConstLabels: prometheus.Labels{"version": version}})
+	reg.MustRegister(up)
+
+	bcfg := busConfig(cfg)
+	var shuttingDown atomic.Bool
+	ready := func(ctx context.Context) error {
+		if shuttingDown.Load() {
+			return errors.New("shutting down")
+		}
+		if err := st.Ping(ctx); err != nil {
+			return fmt.Errorf("database: %w", err)
+		}
+		if err := bus.Ping(ctx, bcfg); err != nil {
+			return fmt.Errorf("kafka: %w", err)
+		}
+		return nil
+	}
+
+	srv := api.New(api.Options{Logger: log, Auth: storeAuth{st}, Registry: reg, Ready: ready})
+	httpSrv := &http.Server{Addr: cfg.Listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+
+	// Work runs under workCtx, which is cancelled only after intake stopped,
+	// so in-flight messages finish instead of being cut off.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	g, gctx := errgroup.WithContext(workCtx)
+
+	g.Go(func() error {
+		// Topics are provisioned in the background: a broker that is down at
+		// start must not stop the API from accepting uploads (the outbox
+		// holds them until the broker is back).
+		return ensureTopicsWithRetry(gctx, bcfg, log)
+	})
+	g.Go(func() error {
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	up.Set(1)
+	log.Info("serving", "addr", ln.Addr().String())
+
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done():
+	}
+	log.Info("shutting down")
+	shuttingDown.Store(true)
+	up.Set(0)
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := httpSrv.Shutdown(shutCtx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	cancelWork()
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info("stopped")
+	return err
+}
+
+func ensureTopicsWithRetry(ctx context.Context, cfg bus.Config, log *slog.Logger) error {
+	delay := 500 * time.Millisecond
+	for {
+		err := bus.EnsureTopics(ctx, cfg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("kafka topics not provisioned yet", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// storeAuth adapts the store's tokens to the API's Authenticator.
+type storeAuth struct{ st *store.Store }
+
+func (a storeAuth) Authenticate(ctx context.Context, token string) (api.Principal, error) {
+	p, err := a.st.Authenticate(ctx, token)
+	if errors.Is(err, store.ErrUnauthenticated) {
+		return api.Principal{}, api.ErrUnauthenticated
+	}
+	if err != nil {
+		return api.Principal{}, err
+	}
+	return api.Principal{ID: p.ID, Name: p.Name, Role: p.Role}, nil
+}

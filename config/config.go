@@ -1,0 +1,264 @@
+// Package config holds the daemon's typed configuration: defaults, a strict
+// YAML loader (unknown keys are errors), environment overrides and
+// validation. Every key is documented in configs/starpipe.example.yaml.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole daemon configuration.
+type Config struct {
+	StateDir        string          `yaml:"state_dir"`
+	Listen          string          `yaml:"listen"`
+	ShutdownTimeout time.Duration   `yaml:"shutdown_timeout"`
+	Log             LogConfig       `yaml:"log"`
+	Database        DatabaseConfig  `yaml:"database"`
+	Kafka           KafkaConfig     `yaml:"kafka"`
+	Mapping         MappingConfig   `yaml:"mapping"`
+	Ingest          IngestConfig    `yaml:"ingest"`
+	Scoring         ScoringConfig   `yaml:"scoring"`
+	Vault           VaultConfig     `yaml:"vault"`
+	Scheduler       SchedulerConfig `yaml:"scheduler"`
+	Roles           []string        `yaml:"roles"`
+}
+
+// LogConfig sets up log/slog.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json, text, or auto (text on a terminal)
+}
+
+// DatabaseConfig points at PostgreSQL.
+type DatabaseConfig struct {
+	URL      string `yaml:"url"`
+	MaxConns int32  `yaml:"max_conns"`
+}
+
+// KafkaConfig points at the brokers.
+type KafkaConfig struct {
+	Brokers           []string `yaml:"brokers"`
+	Partitions        int      `yaml:"partitions"`
+	ReplicationFactor int      `yaml:"replication_factor"`
+	ClientID          string   `yaml:"client_id"`
+	Compression       string   `yaml:"compression"`
+}
+
+// MappingConfig selects the CCM rules.
+type MappingConfig struct {
+	File       string `yaml:"file"`        // empty: the rules shipped in the binary
+	CCMVersion string `yaml:"ccm_version"` // 4.0.13 or 4.1
+}
+
+// IngestConfig bounds what a single uploaded file may be.
+type IngestConfig struct {
+	MaxBytes   int64 `yaml:"max_bytes"`
+	MaxDepth   int   `yaml:"max_depth"`
+	MaxString  int   `yaml:"max_string"`
+	MaxResults int   `yaml:"max_results"`
+	BatchSize  int   `yaml:"batch_size"` // findings per Kafka message
+}
+
+// ScoringConfig carries environmental CVSS context per scope.
+type ScoringConfig struct {
+	// Environments maps a scope (exact) to a CVSS environmental fragment such
+	// as "CR:H/IR:H/AR:L/MAV:A".
+	Environments map[string]string `yaml:"environments"`
+}
+
+// VaultConfig locates the master key for credentials.
+type VaultConfig struct {
+	KeyFile string `yaml:"key_file"` // STARPIPE_MASTER_KEY wins when set
+}
+
+// SchedulerConfig controls scheduled scans.
+type SchedulerConfig struct {
+	Enabled       bool   `yaml:"enabled"`
+	SchedulesFile string `yaml:"schedules_file"` // applied at start when set
+}
+
+// Roles a process can run; `serve` runs all of them by default.
+const (
+	RoleAPI       = "api"
+	RoleIngest    = "ingest"
+	RoleScheduler = "scheduler"
+	RoleWorker    = "worker"
+)
+
+// Default returns the configuration used when a key is absent.
+func Default() Config {
+	return Config{
+		StateDir:        ".starpipe",
+		Listen:          "127.0.0.1:8080",
+		ShutdownTimeout: 10 * time.Second,
+		Log:             LogConfig{Level: "info", Format: "auto"},
+		Database:        DatabaseConfig{MaxConns: 10},
+		Kafka:           KafkaConfig{Partitions: 6, ReplicationFactor: 1, ClientID: "starpipe", Compression: "zstd"},
+		Mapping:         MappingConfig{CCMVersion: "4.0.13"},
+		Ingest: IngestConfig{
+			MaxBytes:   4 << 30,
+			MaxDepth:   128,
+			MaxString:  16 << 20,
+			MaxResults: 10_000_000,
+			BatchSize:  500,
+		},
+		Scheduler: SchedulerConfig{Enabled: true},
+		Roles:     []string{RoleAPI, RoleIngest, RoleScheduler, RoleWorker},
+	}
+}
+
+// Load reads a YAML file over the defaults (path may be empty), then applies
+// environment overrides, then validates.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		if err := Decode(b, &cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		if path != "" {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// Decode strictly decodes YAML into cfg: unknown keys are errors with a line.
+func Decode(b []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty file decodes as "nothing set", not an error.
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// ApplyEnv applies STARPIPE_* overrides. lookup is os.LookupEnv in
+// production and a map in tests.
+func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
+	str := func(key string, dst *string) {
+		if v, ok := lookup(key); ok && v != "" {
+			*dst = v
+		}
+	}
+	str("STARPIPE_STATE_DIR", &c.StateDir)
+	str("STARPIPE_LISTEN", &c.Listen)
+	str("STARPIPE_LOG_LEVEL", &c.Log.Level)
+	str("STARPIPE_LOG_FORMAT", &c.Log.Format)
+	str("STARPIPE_DATABASE_URL", &c.Database.URL)
+	str("STARPIPE_MAPPING_FILE", &c.Mapping.File)
+	str("STARPIPE_CCM_VERSION", &c.Mapping.CCMVersion)
+	str("STARPIPE_VAULT_KEY_FILE", &c.Vault.KeyFile)
+	str("STARPIPE_SCHEDULES_FILE", &c.Scheduler.SchedulesFile)
+	if v, ok := lookup("STARPIPE_KAFKA_BROKERS"); ok && v != "" {
+		c.Kafka.Brokers = splitList(v)
+	}
+	if v, ok := lookup("STARPIPE_ROLES"); ok && v != "" {
+		c.Roles = splitList(v)
+	}
+	if v, ok := lookup("STARPIPE_KAFKA_PARTITIONS"); ok && v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("STARPIPE_KAFKA_PARTITIONS: %w", err)
+		}
+		c.Kafka.Partitions = n
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Validate checks every section and names the key at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "json", "text":
+	default:
+		bad("log.format", "%q is not one of auto, json, text", c.Log.Format)
+	}
+	if c.Database.MaxConns < 1 {
+		bad("database.max_conns", "must be at least 1")
+	}
+	if c.Kafka.Partitions < 1 {
+		bad("kafka.partitions", "must be at least 1")
+	}
+	if c.Kafka.ReplicationFactor < 1 {
+		bad("kafka.replication_factor", "must be at least 1")
+	}
+	switch c.Kafka.Compression {
+	case "none", "gzip", "snappy", "lz4", "zstd":
+	default:
+		bad("kafka.compression", "%q is not one of none, gzip, snappy, lz4, zstd", c.Kafka.Compression)
+	}
+	switch c.Mapping.CCMVersion {
+	case "4.0.13", "4.1":
+	default:
+		bad("mapping.ccm_version", "%q is not one of 4.0.13, 4.1", c.Mapping.CCMVersion)
+	}
+	if c.Ingest.BatchSize < 1 || c.Ingest.BatchSize > 5000 {
+		bad("ingest.batch_size", "must be between 1 and 5000 (batches must stay under the broker's message limit)")
+	}
+	if len(c.Roles) == 0 {
+		bad("roles", "at least one role is needed")
+	}
+	for _, r := range c.Roles {
+		switch r {
+		case RoleAPI, RoleIngest, RoleScheduler, RoleWorker:
+		default:
+			bad("roles", "unknown role %q (api, ingest, scheduler, worker)", r)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// HasRole reports whether this process runs the role.
+func (c *Config) HasRole(role string) bool {
+	for _, r := range c.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,177 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/starpipe/starpipe/finding"
+)
+
+// Message types on starpipe.scan.results, all keyed by run id so that one
+// run's messages stay in order on one partition.
+const (
+	TypeRunReceived = "run-received" // from the outbox: parse this run's artifact
+	TypeRunStarted  = "run-started"
+	TypeFindings    = "findings"
+	TypeRunFinished = "run-finished"
+)
+
+// Finding event types on starpipe.finding.events, keyed by finding id.
+const (
+	EventOpened   = "opened"
+	EventReopened = "reopened"
+	EventResolved = "resolved"
+)
+
+// RunReceived asks the parse stage to read a stored artifact.
+type RunReceived struct {
+	RunID string `json:"run_id"`
+}
+
+// RunStarted says parsing began and how the file was recognised.
+type RunStarted struct {
+	RunID  string `json:"run_id"`
+	Format string `json:"format"`
+}
+
+// FindingsBatch is one slice of a run's findings. Seq starts at 1 and is
+// the idempotency key together with the run id: a batch replayed after a
+// crash is recognised and skipped.
+type FindingsBatch struct {
+	RunID    string            `json:"run_id"`
+	Seq      int               `json:"seq"`
+	Findings []finding.Finding `json:"findings"`
+}
+
+// RunFinished closes a run. Batches is the number of findings batches that
+// precede it; the consumer reconciles only when it has stored all of them.
+type RunFinished struct {
+	RunID      string   `json:"run_id"`
+	Status     string   `json:"status"` // succeeded or failed
+	Error      string   `json:"error,omitempty"`
+	Batches    int      `json:"batches"`
+	Findings   int      `json:"findings"`
+	Suppressed int      `json:"suppressed"`
+	NotFinding int      `json:"not_findings"`
+	Assets     int      `json:"assets"`
+	Tools      []string `json:"tools,omitempty"`
+}
+
+// FindingEvent is published for every status change of a finding.
+type FindingEvent struct {
+	FindingID   int64    `json:"finding_id"`
+	Scope       string   `json:"scope"`
+	Fingerprint string   `json:"fingerprint"`
+	Tool        string   `json:"tool"`
+	Rule        string   `json:"rule"`
+	Title       string   `json:"title"`
+	Severity    string   `json:"severity"`
+	From        string   `json:"from,omitempty"`
+	To          string   `json:"to"`
+	RunID       string   `json:"run_id,omitempty"`
+	Controls    []string `json:"controls,omitempty"`
+}
+
+// Field limits keep one finding far below the broker's message limit
+// whatever a tool wrote; the raw output stays intact in the artifact.
+const (
+	maxTextField  = 8 << 10
+	maxShortField = 1 << 10
+	maxListItems  = 64
+)
+
+// clamp truncates oversized fields in place.
+func clamp(f *finding.Finding) {
+	f.Message = truncate(f.Message, maxTextField)
+	f.Description = truncate(f.Description, maxTextField)
+	f.Title = truncate(f.Title, maxShortField)
+	f.RuleID = truncate(f.RuleID, maxShortField)
+	f.RuleName = truncate(f.RuleName, maxShortField)
+	f.Location.URI = truncate(f.Location.URI, maxShortField*2)
+	f.Location.Logical = truncate(f.Location.Logical, maxShortField)
+	f.Justification = truncate(f.Justification, maxShortField)
+	f.Signals.Vector = truncate(f.Signals.Vector, 256)
+	f.Signals.Label = truncate(f.Signals.Label, 64)
+	f.Signals.Level = truncate(f.Signals.Level, 64)
+	f.Tags = clampList(f.Tags)
+	f.References = clampList(f.References)
+	f.Evidence = clampList(f.Evidence)
+	if len(f.CVE) > maxListItems {
+		f.CVE = f.CVE[:maxListItems]
+	}
+	if len(f.CWE) > maxListItems {
+		f.CWE = f.CWE[:maxListItems]
+	}
+}
+
+func clampList(xs []string) []string {
+	if len(xs) > maxListItems {
+		xs = xs[:maxListItems]
+	}
+	for i := range xs {
+		xs[i] = truncate(xs[i], maxShortField)
+	}
+	return xs
+}
+
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// batcher groups findings into messages under a byte budget, so that a
+// file with huge findings still yields messages the broker accepts.
+type batcher struct {
+	maxCount int
+	maxBytes int
+	runID    string
+	seq      int
+	buf      []json.RawMessage
+	size     int
+	flush    func(seq int, payload []byte) error
+}
+
+func (b *batcher) add(f *finding.Finding) error {
+	clamp(f)
+	raw, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode finding %s: %w", f.Fingerprint, err)
+	}
+	if len(b.buf) > 0 && (len(b.buf) >= b.maxCount || b.size+len(raw) > b.maxBytes) {
+		if err := b.emit(); err != nil {
+			return err
+		}
+	}
+	b.buf = append(b.buf, raw)
+	b.size += len(raw) + 1
+	return nil
+}
+
+func (b *batcher) emit() error {
+	if len(b.buf) == 0 {
+		return nil
+	}
+	b.seq++
+	payload, err := json.Marshal(struct {
+		RunID    string            `json:"run_id"`
+		Seq      int               `json:"seq"`
+		Findings []json.RawMessage `json:"findings"`
+	}{b.runID, b.seq, b.buf})
+	if err != nil {
+		return fmt.Errorf("encode batch %d: %w", b.seq, err)
+	}
+	if err := b.flush(b.seq, payload); err != nil {
+		return err
+	}
+	b.buf = b.buf[:0]
+	b.size = 0
+	return nil
+}

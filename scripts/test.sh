@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole suite. Without STARPIPE_TEST_DATABASE_URL it starts a private
+# PostgreSQL cluster (as an unprivileged user when run as root), points the
+# tests at it and stops it on exit, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=bin/starpipe
+TESTDB_DIR=${TESTDB_DIR:-$PWD/.starpipe-test/postgres}
+
+if [ -z "${STARPIPE_TEST_DATABASE_URL:-}" ]; then
+	echo "==> starting private PostgreSQL in $TESTDB_DIR"
+	url=$("$BIN" testdb start --dir "$TESTDB_DIR")
+	trap '"$BIN" testdb stop --dir "$TESTDB_DIR" || true' EXIT
+	export STARPIPE_TEST_DATABASE_URL="$url"
+fi
+
+echo "==> go test ./..."
+go test -count=1 -timeout 25m ${GOTESTFLAGS:-} ./...

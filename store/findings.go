@@ -1,0 +1,257 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/starpipe/starpipe/finding"
+)
+
+// StageTable is the temporary table StageFindings fills.
+const StageTable = "findings_stage"
+
+// stageColumns are the columns of StageTable in COPY order. They mirror
+// findings' own columns minus what the database decides (id, status,
+// lifecycle timestamps), plus seen_at and the mapped controls.
+var stageColumns = []string{
+	"scope", "fingerprint", "kind", "tool", "tool_version", "rule_id", "rule_name",
+	"title", "message", "description", "location", "location_uri", "cwe", "cve", "tags",
+	"cvss_version", "cvss_vector", "cvss_base", "cvss_temporal", "cvss_environmental",
+	"severity", "severity_source", "suppressed", "suppression_justification",
+	"seen_at", "data", "controls",
+}
+
+// StageFindings creates the temporary table findings_stage in tx (dropped
+// at commit, emptied if it already exists in this transaction) and COPYs
+// fs into it: the first half of a bulk upsert, whose second half is an
+// INSERT INTO findings ... SELECT FROM findings_stage ON CONFLICT (scope,
+// fingerprint) DO UPDATE. COPY is used because it is an order of magnitude
+// faster than row-by-row INSERTs for batches of thousands. seenAt is used
+// for findings whose SeenAt is zero. It returns the number of rows staged.
+func StageFindings(ctx context.Context, tx pgx.Tx, fs []finding.Finding, seenAt time.Time) (int64, error) {
+	_, err := tx.Exec(ctx, `
+		CREATE TEMP TABLE IF NOT EXISTS findings_stage (
+			scope text NOT NULL,
+			fingerprint text NOT NULL,
+			kind text NOT NULL,
+			tool text NOT NULL,
+			tool_version text,
+			rule_id text NOT NULL,
+			rule_name text,
+			title text NOT NULL,
+			message text,
+			description text,
+			location jsonb,
+			location_uri text,
+			cwe int[],
+			cve text[],
+			tags text[],
+			cvss_version text,
+			cvss_vector text,
+			cvss_base numeric(3,1),
+			cvss_temporal numeric(3,1),
+			cvss_environmental numeric(3,1),
+			severity text NOT NULL,
+			severity_source text,
+			suppressed bool NOT NULL,
+			suppression_justification text,
+			seen_at timestamptz NOT NULL,
+			data jsonb NOT NULL,
+			controls jsonb
+		) ON COMMIT DROP;
+		TRUNCATE findings_stage`)
+	if err != nil {
+		return 0, fmt.Errorf("creating findings staging table: %w", err)
+	}
+	rows := make([][]any, 0, len(fs))
+	for i := range fs {
+		row, err := stageRow(&fs[i], seenAt)
+		if err != nil {
+			return 0, fmt.Errorf("staging finding %s/%s: %w", fs[i].Scope, fs[i].Fingerprint, err)
+		}
+		rows = append(rows, row)
+	}
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{StageTable}, stageColumns, pgx.CopyFromRows(rows))
+	if err != nil {
+		return 0, fmt.Errorf("copying %d findings into staging table: %w", len(fs), err)
+	}
+	return n, nil
+}
+
+func stageRow(f *finding.Finding, seenAt time.Time) ([]any, error) {
+	loc, err := json.Marshal(f.Location)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	var controls []byte
+	if len(f.Controls) > 0 {
+		if controls, err = json.Marshal(f.Controls); err != nil {
+			return nil, err
+		}
+	}
+	seen := f.SeenAt
+	if seen.IsZero() {
+		seen = seenAt
+	}
+	var cvssVersion, cvssVector any
+	var base, temporal, env any
+	if f.CVSS != nil {
+		cvssVersion, cvssVector = f.CVSS.Version, f.CVSS.Vector
+		base, temporal, env = f.CVSS.Base, f.CVSS.Temporal, f.CVSS.Environmental
+	}
+	cwe := make([]int32, len(f.CWE))
+	for i, c := range f.CWE {
+		cwe[i] = int32(c)
+	}
+	return []any{
+		f.Scope, f.Fingerprint, string(f.Kind), f.Tool, nullString(f.ToolVersion), f.RuleID, nullString(f.RuleName),
+		f.Title, nullString(f.Message), nullString(f.Description), json.RawMessage(loc), nullString(f.Location.URI),
+		cwe, nonNil(f.CVE), nonNil(f.Tags),
+		cvssVersion, cvssVector, base, temporal, env,
+		f.Severity.String(), nullString(string(f.SeveritySource)), f.Suppressed, nullString(f.Justification),
+		seen, json.RawMessage(data), nullJSON(controls),
+	}, nil
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullJSON(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return json.RawMessage(b)
+}
+
+// nonNil keeps empty lists as '{}' rather than NULL, so that queries such
+// as 'CVE-...' = ANY(cve) need no NULL handling.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// UpsertResult says what UpsertFindingsBatch did to one finding.
+type UpsertResult struct {
+	ID          int64
+	Scope       string
+	Fingerprint string
+	Inserted    bool   // first time seen
+	PrevStatus  string // status before this batch; "" when inserted
+	Status      string // status after
+}
+
+// UpsertFindingsBatch merges a batch into findings inside tx, on behalf of
+// scan run runID (which must exist): a new (scope, fingerprint) is inserted
+// as open; a known one gets its descriptive columns, data, last_seen and
+// last_run_id refreshed, and moves from resolved to reopened. Accepted and
+// false-positive findings keep their status. It records an observation per
+// finding for the run and the mapped control links. Duplicates within the
+// batch collapse to the last seen. Activity-log entries, outbox events and
+// SLA dates are the caller's, decided from the results.
+func UpsertFindingsBatch(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time) ([]UpsertResult, error) {
+	if _, err := StageFindings(ctx, tx, fs, seenAt); err != nil {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, `
+		WITH batch AS (
+			SELECT DISTINCT ON (scope, fingerprint) *
+			FROM findings_stage
+			ORDER BY scope, fingerprint, seen_at DESC
+		), prev AS (
+			SELECT f.scope, f.fingerprint, f.status
+			FROM findings f JOIN batch b USING (scope, fingerprint)
+		), up AS (
+			INSERT INTO findings AS f (
+				scope, fingerprint, kind, tool, tool_version, rule_id, rule_name, title, message, description,
+				location, location_uri, cwe, cve, tags, cvss_version, cvss_vector, cvss_base, cvss_temporal,
+				cvss_environmental, severity, severity_source, suppressed, suppression_justification,
+				first_seen, last_seen, last_run_id, data, status)
+			SELECT
+				scope, fingerprint, kind, tool, tool_version, rule_id, rule_name, title, message, description,
+				location, location_uri, cwe, cve, tags, cvss_version, cvss_vector, cvss_base, cvss_temporal,
+				cvss_environmental, severity, severity_source, suppressed, suppression_justification,
+				seen_at, seen_at, $1::uuid, data, 'open'
+			FROM batch
+			ON CONFLICT (scope, fingerprint) DO UPDATE SET
+				kind = EXCLUDED.kind, tool = EXCLUDED.tool, tool_version = EXCLUDED.tool_version,
+				rule_id = EXCLUDED.rule_id, rule_name = EXCLUDED.rule_name, title = EXCLUDED.title,
+				message = EXCLUDED.message, description = EXCLUDED.description,
+				location = EXCLUDED.location, location_uri = EXCLUDED.location_uri,
+				cwe = EXCLUDED.cwe, cve = EXCLUDED.cve, tags = EXCLUDED.tags,
+				cvss_version = EXCLUDED.cvss_version, cvss_vector = EXCLUDED.cvss_vector,
+				cvss_base = EXCLUDED.cvss_base, cvss_temporal = EXCLUDED.cvss_temporal,
+				cvss_environmental = EXCLUDED.cvss_environmental,
+				severity = EXCLUDED.severity, severity_source = EXCLUDED.severity_source,
+				suppressed = EXCLUDED.suppressed, suppression_justification = EXCLUDED.suppression_justification,
+				last_seen = greatest(f.last_seen, EXCLUDED.last_seen),
+				last_run_id = EXCLUDED.last_run_id,
+				data = EXCLUDED.data,
+				status = CASE WHEN f.status = 'resolved' THEN 'reopened' ELSE f.status END,
+				resolved_at = CASE WHEN f.status = 'resolved' THEN NULL ELSE f.resolved_at END,
+				resolved_by_run = CASE WHEN f.status = 'resolved' THEN NULL ELSE f.resolved_by_run END,
+				updated_at = now()
+			RETURNING f.id, f.scope, f.fingerprint, f.status
+		)
+		SELECT up.id, up.scope, up.fingerprint, up.status, coalesce(prev.status, '')
+		FROM up LEFT JOIN prev USING (scope, fingerprint)
+		ORDER BY up.id`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("upserting %d findings: %w", len(fs), err)
+	}
+	res, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (UpsertResult, error) {
+		var u UpsertResult
+		err := r.Scan(&u.ID, &u.Scope, &u.Fingerprint, &u.Status, &u.PrevStatus)
+		u.Inserted = u.PrevStatus == ""
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upserting %d findings: %w", len(fs), err)
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO observations (run_id, finding_id, seen_at)
+		SELECT $1::uuid, f.id, max(s.seen_at)
+		FROM findings_stage s JOIN findings f USING (scope, fingerprint)
+		GROUP BY f.id
+		ON CONFLICT (run_id, finding_id) DO NOTHING`, runID); err != nil {
+		return nil, fmt.Errorf("recording observations of run %s: %w", runID, err)
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO control_links (finding_id, ccm_version, control_id, rule_id, reason)
+		SELECT DISTINCT ON (f.id, c->>'version', c->>'id', c->>'rule')
+			f.id, c->>'version', c->>'id', c->>'rule', coalesce(c->>'reason', '')
+		FROM findings_stage s
+		JOIN findings f USING (scope, fingerprint)
+		CROSS JOIN LATERAL jsonb_array_elements(coalesce(s.controls, '[]')) AS c
+		ON CONFLICT (finding_id, ccm_version, control_id, rule_id) DO UPDATE SET reason = EXCLUDED.reason`); err != nil {
+		return nil, fmt.Errorf("recording control links: %w", err)
+	}
+	return res, nil
+}
+
+// RecordBatch writes the idempotency receipt of findings batch seq of a
+// run and reports whether it is new. Call it first in the transaction that
+// stores the batch: false means a replay whose effect is already committed,
+// so the caller should roll back and just commit the offset.
+func RecordBatch(ctx context.Context, tx pgx.Tx, runID string, seq, findings int) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO run_batches (run_id, seq, findings) VALUES ($1::uuid, $2, $3)
+		ON CONFLICT (run_id, seq) DO NOTHING`, runID, seq, findings)
+	if err != nil {
+		return false, fmt.Errorf("recording batch %d of run %s: %w", seq, runID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

@@ -1,0 +1,132 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// MigrateOption configures Migrate and MigrateDown.
+type MigrateOption func(*migrateOptions)
+
+type migrateOptions struct{ log *slog.Logger }
+
+// MigrateLogger logs each applied migration.
+func MigrateLogger(l *slog.Logger) MigrateOption {
+	return func(o *migrateOptions) { o.log = l }
+}
+
+// Migration is the state of one embedded migration in a database.
+type Migration struct {
+	Version   int64
+	Name      string // file name, e.g. 00001_init.sql
+	Applied   bool
+	AppliedAt time.Time
+}
+
+// newProvider opens a database/sql handle for goose, which needs one, and a
+// provider over the embedded files. The session locker takes a PostgreSQL
+// advisory lock for the whole run, so replicas that start together migrate
+// one after another instead of racing; the waiting one then finds nothing
+// to do. It polls every second for up to five minutes.
+func newProvider(url string, o migrateOptions) (*goose.Provider, *sql.DB, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing database URL: %w", err)
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "starpipe-migrate"
+	}
+	db := stdlib.OpenDB(*cfg)
+	fsys, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("opening embedded migrations: %w", err)
+	}
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("creating migration lock: %w", err)
+	}
+	popts := []goose.ProviderOption{goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true)}
+	if o.log != nil {
+		popts = append(popts, goose.WithSlog(o.log.With("component", "migrate")), goose.WithVerbose(true))
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, popts...)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("creating migration provider: %w", err)
+	}
+	return p, db, nil
+}
+
+// Migrate applies every pending migration.
+func Migrate(ctx context.Context, url string, opts ...MigrateOption) error {
+	var o migrateOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p, db, err := newProvider(url, o)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("applying migrations: %w", err)
+	}
+	return nil
+}
+
+// MigrateDown rolls back applied migrations newer than toVersion; 0 undoes
+// them all.
+func MigrateDown(ctx context.Context, url string, toVersion int64, opts ...MigrateOption) error {
+	var o migrateOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p, db, err := newProvider(url, o)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := p.DownTo(ctx, toVersion); err != nil {
+		return fmt.Errorf("rolling back migrations to version %d: %w", toVersion, err)
+	}
+	return nil
+}
+
+// MigrationStatus lists the embedded migrations and whether each is applied.
+func MigrationStatus(ctx context.Context, url string) ([]Migration, error) {
+	p, db, err := newProvider(url, migrateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	st, err := p.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading migration status: %w", err)
+	}
+	out := make([]Migration, 0, len(st))
+	for _, m := range st {
+		out = append(out, Migration{
+			Version:   m.Source.Version,
+			Name:      path.Base(m.Source.Path),
+			Applied:   m.State == goose.StateApplied,
+			AppliedAt: m.AppliedAt,
+		})
+	}
+	return out, nil
+}

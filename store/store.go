@@ -1,0 +1,141 @@
+// Package store is starpipe's PostgreSQL persistence: the connection pool,
+// the embedded schema migrations, and the queries the other packages need
+// (API tokens, the activity log, raw artifacts, bulk finding writes).
+//
+// Methods that take a DBTX run inside the caller's transaction when given a
+// pgx.Tx, so that a finding change, its activity-log entry and its outbox
+// message commit together; given nil they use the pool.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Errors callers classify on.
+var (
+	// ErrNotFound means the thing asked for does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrUnauthenticated means a token is unknown, malformed or revoked.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrConflict means a unique name is already taken.
+	ErrConflict = errors.New("already exists")
+)
+
+// DBTX is what both *pgxpool.Pool and pgx.Tx offer, so that a query can run
+// inside the caller's transaction or on its own.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
+}
+
+// Store is a connection pool plus starpipe's queries. It is safe for
+// concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	zdec *zstd.Decoder // DecodeAll is safe for concurrent use
+}
+
+type options struct {
+	log      *slog.Logger
+	maxConns int32
+}
+
+// Option configures Open.
+type Option func(*options)
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithMaxConns caps the pool. The default is 16 unless the URL sets
+// pool_max_conns.
+func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+const defaultMaxConns = 16
+
+// Open connects to url (a postgres:// URL or key=value DSN) and checks that
+// the server answers. application_name is "starpipe" unless the URL sets it,
+// so that pg_stat_activity shows whose connections these are.
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	o := options{log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing database URL: %w", err)
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "starpipe"
+	}
+	switch {
+	case o.maxConns > 0:
+		cfg.MaxConns = o.maxConns
+	case !strings.Contains(url, "pool_max_conns"):
+		cfg.MaxConns = defaultMaxConns
+	}
+	cfg.MaxConnIdleTime = 5 * time.Minute
+	cfg.HealthCheckPeriod = 30 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating connection pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
+	}
+	zdec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0))
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("creating zstd decoder: %w", err)
+	}
+	return &Store{pool: pool, log: o.log.With("component", "store"), zdec: zdec}, nil
+}
+
+// Pool is the underlying pool, for packages that write their own queries.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Ping checks that the database answers, for readiness probes.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("pinging PostgreSQL: %w", err)
+	}
+	return nil
+}
+
+// Close waits for acquired connections to be released and closes the pool.
+func (s *Store) Close() {
+	s.pool.Close()
+	s.zdec.Close()
+}
+
+// InTx runs fn in a transaction, committing if fn returns nil and rolling
+// back otherwise.
+func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, fn)
+}
+
+func (s *Store) q(q DBTX) DBTX {
+	if q == nil {
+		return s.pool
+	}
+	return q
+}
+
+// isUniqueViolation reports a unique_violation (23505).
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
