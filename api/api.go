@@ -16,6 +16,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/starpipe/starpipe/mapping"
+	"github.com/starpipe/starpipe/store"
+	"github.com/starpipe/starpipe/vault"
 )
 
 // Roles a token can hold. Admin can do everything; the others are scoped to
@@ -44,14 +48,24 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (Principal, error)
 }
 
-// Options wire the server to its dependencies.
+// Options wire the server to its dependencies. Route groups whose
+// dependency is nil are not registered.
 type Options struct {
 	Logger   *slog.Logger
 	Auth     Authenticator
 	Registry *prometheus.Registry
 	// Ready reports whether the database and broker are reachable.
 	Ready func(ctx context.Context) error
+
+	Store    *store.Store      // runs, findings, controls, schedules, credentials
+	Catalogs *mapping.Catalogs // control titles for /v1/controls
+	Keyring  *vault.Keyring    // encrypts credentials posted to /v1/credentials
+	Intake   Intake            // accepts uploads for POST /v1/runs
 }
+
+// routeGroups are registered by New; each feature file adds its own in init
+// so that features stay in their own files.
+var routeGroups []func(*Server)
 
 // Server is the HTTP handler.
 type Server struct {
@@ -76,6 +90,9 @@ func New(opt Options) *Server {
 	})
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{Registry: opt.Registry}))
+	for _, g := range routeGroups {
+		g(s)
+	}
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := s.authenticate(w, r); !ok {
 			return

@@ -1,10 +1,12 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -128,6 +130,41 @@ func BenchmarkEndToEnd(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msg/s")
 			b.ReportMetric(float64(stored)/float64(b.N), "stored-B/msg")
+		})
+	}
+}
+
+// BenchmarkCodec measures what each compression costs the producer
+// (compress) and the consumer (decompress) for one ~100 KB findings batch,
+// using kafka-go's own codecs; it is CPU-bound, so less sensitive to a
+// busy machine than BenchmarkEndToEnd.
+func BenchmarkCodec(b *testing.B) {
+	payload := benchBatch(7, 100_000)
+	for _, name := range []string{"snappy", "lz4", "zstd", "gzip"} {
+		comp, _ := parseCompression(name)
+		codec := comp.Codec()
+		var buf bytes.Buffer
+		w := codec.NewWriter(&buf)
+		w.Write(payload)
+		w.Close()
+		compressed := append([]byte(nil), buf.Bytes()...)
+		b.Run("compression="+name+"/op=compress", func(b *testing.B) {
+			b.SetBytes(int64(len(payload)))
+			for b.Loop() {
+				buf.Reset()
+				w := codec.NewWriter(&buf)
+				w.Write(payload)
+				w.Close()
+			}
+			b.ReportMetric(float64(len(payload))/float64(len(compressed)), "ratio")
+		})
+		b.Run("compression="+name+"/op=decompress", func(b *testing.B) {
+			b.SetBytes(int64(len(payload)))
+			for b.Loop() {
+				r := codec.NewReader(bytes.NewReader(compressed))
+				io.Copy(io.Discard, r)
+				r.Close()
+			}
 		})
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -24,6 +26,7 @@ type Consumer struct {
 	r       *kafka.Reader
 	err     error // set when cfg was invalid; r is nil then
 
+	closing   atomic.Bool // set before closing the reader, to quiet its shutdown errors
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -71,7 +74,18 @@ func NewConsumer(cfg Config, group, topic string, logger *slog.Logger) *Consumer
 		JoinGroupBackoff:      time.Second,
 		WatchPartitionChanges: true,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			log.Warn("kafka reader error", "detail", fmt.Sprintf(msg, args...))
+			detail := fmt.Sprintf(msg, args...)
+			level := slog.LevelWarn
+			switch {
+			case c.closing.Load():
+				// Close cancels in-flight fetches and dials; each partition
+				// reader reports it.
+				level = slog.LevelDebug
+			case strings.Contains(detail, "Rebalance In Progress"):
+				// A member joined or left; the reader rejoins by itself.
+				level = slog.LevelInfo
+			}
+			log.Log(context.Background(), level, "kafka reader error", "detail", detail)
 		}),
 	})
 	return c
@@ -129,6 +143,7 @@ func (c *Consumer) Close() error {
 		return nil
 	}
 	c.closeOnce.Do(func() {
+		c.closing.Store(true)
 		if err := c.r.Close(); err != nil {
 			c.closeErr = fmt.Errorf("bus: close consumer %s/%s: %w", c.group, c.topic, err)
 		}

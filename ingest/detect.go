@@ -10,6 +10,7 @@ import (
 	"github.com/starpipe/starpipe/ingest/internal/jsonsniff"
 	"github.com/starpipe/starpipe/ingest/nuclei"
 	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/ingest/sarif"
 )
 
 // detectFile is the file name Detect puts in its errors; ParseFile and
@@ -34,7 +35,7 @@ func Detect(prefix []byte) (Format, error) {
 	case '{', '[':
 		first := jsonsniff.Describe(b)
 		switch {
-		case looksSARIF(first):
+		case sarif.Sniff(b) || looksSARIF(first):
 			return FormatSARIF, nil
 		case nuclei.Sniff(b):
 			return FormatNuclei, nil
@@ -73,9 +74,10 @@ func unsupported(format string, args ...any) *parse.Error {
 		Err: fmt.Errorf("not a supported format: "+format+": %w", append(args, parse.ErrFormat)...)}
 }
 
-// looksSARIF accepts an object with a "runs" key or a "$schema" naming
-// SARIF. Both are read before any syntax error later in the file, so broken
-// SARIF still goes to the SARIF parser, which says what is wrong with it.
+// looksSARIF widens sarif.Sniff: an object with a "runs" key (even without
+// "version") or a "$schema" naming SARIF. Both are read before any syntax
+// error later in the file, so broken SARIF still goes to the SARIF parser,
+// which says what is wrong with it better than "not a supported format".
 func looksSARIF(f jsonsniff.First) bool {
 	if f.Kind != '{' || f.InArray {
 		return false

@@ -230,9 +230,9 @@ func (m *Mapper) Apply(f *finding.Finding) { f.Controls = m.Map(f) }
 // can reuse one slice.
 func (m *Mapper) AppendMap(dst []finding.ControlLink, f *finding.Finding) []finding.ControlLink {
 	v := newView(f)
-	// The buffers below live on the stack: 64 matching rules and 32 links
-	// cover every realistic rules file; more spill to the heap, still correct.
-	var hitBuf [64]int32
+	// The buffers below live on the stack: 32 matching rules and 32 links
+	// cover a realistic finding; more spill to the heap, still correct.
+	var hitBuf [32]int32
 	hits := hitBuf[:0]
 	n := 0
 	for i := range m.active {
@@ -257,7 +257,7 @@ func (m *Mapper) AppendMap(dst []finding.ControlLink, f *finding.Finding) []find
 	sortKeys(keys)
 
 	dst = slices.Grow(dst, n)
-	var reasonBuf [64]string // reasons shared by all links of one rule, by hit
+	var reasonBuf [32]string // reasons shared by all links of one rule, by hit
 	shared := reasonBuf[:0]
 	if len(hits) <= len(reasonBuf) {
 		shared = reasonBuf[:len(hits)]

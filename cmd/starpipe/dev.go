@@ -63,7 +63,8 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// 0711: the unprivileged PostgreSQL user must traverse it to reach its data.
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
 	unlock, err := lockStateDir(dir)
@@ -75,7 +76,7 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Clean-up must run even though ctx is already cancelled by the signal.
 	cleanup := context.WithoutCancel(ctx)
 
-	pg, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "postgres"), Logger: log.With("component", "pgcluster")})
+	pg, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "postgres"), Logger: log})
 	if err != nil {
 		return fmt.Errorf("start private PostgreSQL: %w", err)
 	}
@@ -89,7 +90,7 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	emb, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{
 		DataDir:    filepath.Join(dir, "kafka"),
 		Partitions: cfg.Kafka.Partitions,
-	}, log.With("component", "kfake"))
+	}, log)
 	if err != nil {
 		return fmt.Errorf("start embedded broker: %w", err)
 	}

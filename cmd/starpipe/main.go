@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // schedule time zones work on hosts without zoneinfo
 
 	"github.com/spf13/cobra"
 )

@@ -80,17 +80,17 @@ func Parse(spec string, loc *time.Location, anchor time.Time) (Cadence, error) {
 		case "weekly":
 			rule, canon, err = parseWeekly("weekly", rest)
 		case "biweekly":
-			var w weekly
-			var r wallRule
-			r, canon, err = parseWeekly("biweekly", rest)
-			if err == "" {
-				if anchor.IsZero() {
-					err = "biweekly needs a start date to count weeks from"
-					break
-				}
-				w = r.(weekly)
+			var w wallRule
+			w, canon, err = parseWeekly("biweekly", rest)
+			switch {
+			case err != "":
+			case anchor.IsZero():
+				err = "biweekly needs a start date to count weeks from"
+			default:
+				// Parity is counted on anchor's calendar date in loc.
 				a := anchor.In(loc)
-				rule = biweekly{weekly: w, anchorMonday: mondayOf(time.Date(a.Year(), a.Month(), a.Day(), 0, 0, 0, 0, time.UTC))}
+				day := time.Date(a.Year(), a.Month(), a.Day(), 0, 0, 0, 0, time.UTC)
+				rule = biweekly{weekly: w.(weekly), anchorMonday: mondayOf(day)}
 			}
 		case "monthly":
 			rule, canon, err = parseMonthly(rest)
