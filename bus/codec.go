@@ -20,6 +20,7 @@ const (
 	TypeScanRequest = "scan-request"
 
 	// starpipe.scan.results
+	TypeRunReceived = "run-received" // a stored run waits to be parsed
 	TypeRunStarted  = "run-started"
 	TypeFindings    = "findings"
 	TypeRunFinished = "run-finished"
@@ -34,7 +35,7 @@ const (
 
 var topicTypes = map[string][]string{
 	TopicScanRequests:  {TypeScanRequest},
-	TopicScanResults:   {TypeRunStarted, TypeFindings, TypeRunFinished},
+	TopicScanResults:   {TypeRunReceived, TypeRunStarted, TypeFindings, TypeRunFinished},
 	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired},
 }
 

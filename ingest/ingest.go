@@ -38,9 +38,6 @@ const (
 	FormatEmpty Format = "empty"
 )
 
-// Formats lists the formats a user may ask for.
-func Formats() []Format { return []Format{FormatAuto, FormatSARIF, FormatNuclei, FormatAmass} }
-
 // ParseFormat validates a format given by a user; "" means auto.
 func ParseFormat(s string) (Format, error) {
 	switch f := Format(strings.ToLower(strings.TrimSpace(s))); f {
@@ -124,7 +121,16 @@ func parseOpened(ctx context.Context, r io.Reader, path string, format Format, o
 	br := bufio.NewReaderSize(parse.LimitReader(r, opt.Limits.MaxBytes), SniffSize)
 	// A short or failed Peek is fine here: the parser meets the same
 	// error (limit, I/O) on its first read and reports it with its place.
-	prefix, _ := br.Peek(SniffSize)
+	// Only an error before any byte matters, or the input would pass as
+	// empty (a directory, an unreadable device).
+	prefix, peekErr := br.Peek(SniffSize)
+	if len(prefix) == 0 && peekErr != nil && !errors.Is(peekErr, io.EOF) {
+		var pe *parse.Error
+		if errors.As(peekErr, &pe) {
+			return "", parse.Stats{}, withFile(pe, opt.File)
+		}
+		return "", parse.Stats{}, &parse.Error{File: opt.File, Offset: 0, Err: fmt.Errorf("reading: %w", peekErr)}
+	}
 
 	if format == FormatAuto {
 		f, err := Detect(prefix)

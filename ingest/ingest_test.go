@@ -142,6 +142,15 @@ func TestParseReader(t *testing.T) {
 	}
 }
 
+func TestParseFileDirectory(t *testing.T) {
+	dir := t.TempDir()
+	_, _, err := ParseFile(context.Background(), dir, FormatAuto, parse.Options{}, parse.Sink{})
+	var pe *parse.Error
+	if !errors.As(err, &pe) || pe.File != dir {
+		t.Errorf("err %v, want *parse.Error naming the directory", err)
+	}
+}
+
 func TestParseFileMissing(t *testing.T) {
 	_, _, err := ParseFile(context.Background(), "does/not/exist.sarif", FormatAuto, parse.Options{}, parse.Sink{})
 	var pe *parse.Error
@@ -272,5 +281,32 @@ func TestDryRunWriteError(t *testing.T) {
 	_, err := DryRun(context.Background(), []string{nuc}, DryRunOptions{PrintFindings: true}, failWriter{})
 	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("err %v, want the write error", err)
+	}
+}
+
+// Files above ProgressThreshold get a progress bar on opt.Progress.
+func TestDryRunProgress(t *testing.T) {
+	rec := []byte(`{"template-id":"a","matched-at":"https://x.example/","response":"` + strings.Repeat("x", 64<<10) + `"}` + "\n")
+	path := filepath.Join(t.TempDir(), "big.jsonl")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := ProgressThreshold/len(rec) + 2
+	for range n {
+		if _, err := f.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var progress bytes.Buffer
+	failed, lines := dryRun(t, []string{path}, DryRunOptions{Progress: &progress})
+	if failed || lines[0]["findings"].(float64) != float64(n) {
+		t.Fatalf("failed=%v %v", failed, lines)
+	}
+	if progress.Len() == 0 {
+		t.Error("no progress written for a file above the threshold")
 	}
 }

@@ -50,7 +50,9 @@ type Framework struct {
 	Name string `json:"name"` // full name, e.g. "ISO/IEC 27001:2022"
 }
 
-// Catalog is the list of controls of one CCM version.
+// Catalog is the list of controls of one CCM version. Catalogues are shared
+// (DefaultCatalogs returns the same ones to every caller): treat them as
+// read-only.
 type Catalog struct {
 	Version  string
 	Source   string

@@ -322,3 +322,31 @@ func TestCount(t *testing.T) {
 		t.Errorf("all versions: %v", counts)
 	}
 }
+
+// TestMapConcurrent runs Map from several goroutines (meaningful under
+// -race): a Mapper is shared by every ingest worker.
+func TestMapConcurrent(t *testing.T) {
+	m, err := mapping.Default(mapping.WithAllVersions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := m.Map(&sarifXSS)
+	errs := make(chan string, 4)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i := 0; i < 200; i++ {
+				f := sarifXSS
+				if got := m.Map(&f); !slices.Equal(got, want) {
+					errs <- fmt.Sprint(got)
+					return
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if e := <-errs; e != "" {
+			t.Errorf("concurrent Map gave %s", e)
+		}
+	}
+}

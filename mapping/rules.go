@@ -80,7 +80,7 @@ var (
 // parseFile reads the structure of a rules file. It checks every key, so a
 // misspelt field is an error, not a silently ignored line.
 func parseFile(name string, data []byte, el *errList) *fileSpec {
-	fs := &fileSpec{name: name}
+	spec := &fileSpec{name: name}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		line := 0
@@ -106,14 +106,14 @@ func parseFile(name string, data []byte, el *errList) *fileSpec {
 		switch key {
 		case "version":
 			if s, ok := scalar(name, v, el, "version"); ok {
-				fs.version, fs.versionNode = s, v
+				spec.version, spec.versionNode = s, v
 			}
 		case "extends":
 			if s, ok := scalar(name, v, el, "extends"); ok {
 				if s != "default" {
 					el.add(name, v, "extends: only \"default\" can be extended, not %q", s)
 				}
-				fs.extends = true
+				spec.extends = true
 			}
 		case "cwe_classes":
 			if v.Kind != yaml.MappingNode {
@@ -125,7 +125,7 @@ func parseFile(name string, data []byte, el *errList) *fileSpec {
 					el.add(name, ck, "cwe_classes: bad class name %q (lower-case letters, digits, '-' and '_', starting with a letter)", cname)
 					return
 				}
-				fs.classes = append(fs.classes, classSpec{file: name, name: cname, node: cv})
+				spec.classes = append(spec.classes, classSpec{file: name, name: cname, node: cv})
 			})
 		case "rules":
 			if v.Kind != yaml.SequenceNode {
@@ -134,14 +134,14 @@ func parseFile(name string, data []byte, el *errList) *fileSpec {
 			}
 			for _, rn := range v.Content {
 				if r, ok := parseRule(name, deref(rn), el); ok {
-					fs.rules = append(fs.rules, r)
+					spec.rules = append(spec.rules, r)
 				}
 			}
 		default:
 			el.add(name, k, "unknown field %q (known: version, extends, cwe_classes, rules)", key)
 		}
 	})
-	return fs
+	return spec
 }
 
 var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)

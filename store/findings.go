@@ -157,9 +157,10 @@ type UpsertResult struct {
 // UpsertFindingsBatch merges a batch into findings inside tx, on behalf of
 // scan run runID (which must exist): a new (scope, fingerprint) is inserted
 // as open; a known one gets its descriptive columns, data, last_seen and
-// last_run_id refreshed, and moves from resolved to reopened. Accepted and
-// false-positive findings keep their status. It records an observation per
-// finding for the run and the mapped control links. Duplicates within the
+// last_run_id refreshed. Its status is left to Reconcile, which runs only
+// for a complete, successful run: a failed run must reopen nothing. It
+// records an observation per finding for the run and the mapped control
+// links. Duplicates within the
 // batch collapse to the last seen. Activity-log entries, outbox events and
 // SLA dates are the caller's, decided from the results.
 func UpsertFindingsBatch(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time) ([]UpsertResult, error) {
@@ -200,9 +201,6 @@ func UpsertFindingsBatch(ctx context.Context, tx pgx.Tx, runID string, fs []find
 				last_seen = greatest(f.last_seen, EXCLUDED.last_seen),
 				last_run_id = EXCLUDED.last_run_id,
 				data = EXCLUDED.data,
-				status = CASE WHEN f.status = 'resolved' THEN 'reopened' ELSE f.status END,
-				resolved_at = CASE WHEN f.status = 'resolved' THEN NULL ELSE f.resolved_at END,
-				resolved_by_run = CASE WHEN f.status = 'resolved' THEN NULL ELSE f.resolved_by_run END,
 				updated_at = now()
 			RETURNING f.id, f.scope, f.fingerprint, f.status
 		)

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +21,10 @@ import (
 	"github.com/starpipe/starpipe/api"
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/config"
+	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/mapping"
+	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -131,7 +137,29 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 		return nil
 	}
 
-	srv := api.New(api.Options{Logger: log, Auth: storeAuth{st}, Registry: reg, Ready: ready})
+	busMetrics := bus.NewMetrics()
+	reg.MustRegister(busMetrics)
+	bcfg.Metrics = busMetrics
+	producer := bus.NewProducer(bcfg, log)
+	defer producer.Close()
+
+	enrich, err := newEnricher(cfg, true)
+	if err != nil {
+		return err
+	}
+	cats, err := mapping.DefaultCatalogs()
+	if err != nil {
+		return err
+	}
+	intake := pipeline.NewIntake(st, cfg.Ingest.MaxBytes, filepath.Join(cfg.StateDir, "tmp"), log)
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "tmp"), 0o700); err != nil {
+		return fmt.Errorf("create upload spool directory: %w", err)
+	}
+
+	srv := api.New(api.Options{
+		Logger: log, Auth: storeAuth{st}, Registry: reg, Ready: ready,
+		Store: st, Catalogs: cats, Intake: intakeAdapter{intake},
+	})
 	httpSrv := &http.Server{Addr: cfg.Listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -150,6 +178,28 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 		// holds them until the broker is back).
 		return ensureTopicsWithRetry(gctx, bcfg, log)
 	})
+	// Every process relays the outbox: rows are claimed with SKIP LOCKED,
+	// so replicas share the work without sending anything twice.
+	rel := relay.New(st, producer, log, relay.WithMetrics(reg))
+	g.Go(func() error { return rel.Run(gctx) })
+
+	if cfg.HasRole(config.RoleIngest) {
+		cons := pipeline.NewConsumer(st, producer, enrich, pipeline.Config{
+			Limits: parse.Limits{
+				MaxBytes: cfg.Ingest.MaxBytes, MaxDepth: cfg.Ingest.MaxDepth,
+				MaxString: cfg.Ingest.MaxString, MaxResults: cfg.Ingest.MaxResults,
+			},
+			BatchSize: cfg.Ingest.BatchSize,
+		}, log, reg)
+		g.Go(func() error {
+			if err := waitTopics(gctx, bcfg); err != nil {
+				return nil
+			}
+			c := bus.NewConsumer(bcfg, "starpipe-ingest", bus.TopicScanResults, log)
+			return c.Run(gctx, cons.Handle, bus.RunOptions{DLQ: producer, DrainTimeout: cfg.ShutdownTimeout / 2})
+		})
+	}
+
 	g.Go(func() error {
 		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
@@ -178,6 +228,31 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 	}
 	log.Info("stopped")
 	return err
+}
+
+// waitTopics blocks until the topics exist (consumers must not join a
+// group on a topic that is not there yet) or ctx ends.
+func waitTopics(ctx context.Context, cfg bus.Config) error {
+	for {
+		if err := bus.EnsureTopics(ctx, cfg); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// intakeAdapter lets the API submit uploads without importing the pipeline.
+type intakeAdapter struct{ in *pipeline.Intake }
+
+func (a intakeAdapter) Submit(ctx context.Context, r io.Reader, req api.SubmitRequest) (string, error) {
+	return a.in.Submit(ctx, r, pipeline.Request{
+		Kind: req.Kind, Scope: req.Scope, Format: req.Format, ScheduleID: req.ScheduleID,
+		Actor: req.Actor, FileName: req.FileName,
+	})
 }
 
 func ensureTopicsWithRetry(ctx context.Context, cfg bus.Config, log *slog.Logger) error {

@@ -63,6 +63,7 @@ type record struct {
 	Extracted        stringList `json:"extracted-results"`
 	LegacyExtracted  stringList `json:"extracted_results"`
 	Timestamp        flexString `json:"timestamp"`
+	MatcherStatus    flexString `json:"matcher-status"`
 }
 
 type info struct {
@@ -109,7 +110,13 @@ func Parse(ctx context.Context, r io.Reader, opt parse.Options, sink parse.Sink)
 		st.Runs++
 		var rec record
 		if err := json.Unmarshal(raw, &rec); err != nil {
-			return st, decodeError(opt.File, raw, line, off, err)
+			return st, decodeError(opt.File, rr, line, off, err)
+		}
+		if strings.TrimSpace(string(rec.MatcherStatus)) == "false" {
+			// nuclei -matcher-status also reports templates that did not
+			// match; those are results but not findings.
+			st.NotFindings++
+			continue
 		}
 		f, err := convert(&rec, kind, opt.Scope)
 		if err != nil {
@@ -129,8 +136,8 @@ func Parse(ctx context.Context, r io.Reader, opt parse.Options, sink parse.Sink)
 }
 
 // decodeError places an encoding/json error at its line and offset in the
-// file.
-func decodeError(file string, raw []byte, line int, off int64, err error) *parse.Error {
+// file, mapping the offset in the spliced record back to the original.
+func decodeError(file string, rr *recordReader, line int, off int64, err error) *parse.Error {
 	var at int64 = -1
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
@@ -140,9 +147,12 @@ func decodeError(file string, raw []byte, line int, off int64, err error) *parse
 	case errors.As(err, &te):
 		at = te.Offset
 	}
-	if at >= 0 && at <= int64(len(raw)) {
-		line += bytes.Count(raw[:at], []byte{'\n'})
-		off += at
+	if at >= 0 {
+		at = rr.origOffset(at)
+		if at <= int64(len(rr.orig)) {
+			line += bytes.Count(rr.orig[:at], []byte{'\n'})
+			off += at
+		}
 	}
 	return &parse.Error{File: file, Line: line, Offset: off, Err: fmt.Errorf("nuclei record: %v: %w", err, parse.ErrFormat)}
 }

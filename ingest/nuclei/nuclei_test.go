@@ -163,6 +163,15 @@ func TestFields(t *testing.T) {
 	check("Scope(opt)", fs[0].Scope, "app")
 }
 
+// nuclei -matcher-status reports failed matches too: not findings.
+func TestMatcherStatusFalse(t *testing.T) {
+	in := `{"template-id":"a","matcher-status":true}` + "\n" + `{"template-id":"b","matcher-status":false}` + "\n" + `{"template-id":"c"}`
+	fs, st, err := parseAll(t, []byte(in), parse.Options{File: "f"})
+	if err != nil || len(fs) != 2 || st.Findings != 2 || st.NotFindings != 1 || st.Runs != 3 {
+		t.Errorf("got %d findings, stats %+v, err %v", len(fs), st, err)
+	}
+}
+
 func TestHostLocation(t *testing.T) {
 	f := mustParse(t, []byte(`{"templateID":"ssh","matched":"Nuclei-Example.com:22","host":"https://nuclei-example.com","info":{"severity":"low"}}`))[0]
 	if f.Location.Kind != finding.LocationHost || f.Location.URI != "Nuclei-Example.com:22" || f.Scope != "nuclei-example.com" {
@@ -226,6 +235,27 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+// Dropped values (request, response, ...) are cut before decoding; errors
+// after them still point at the right line and byte.
+func TestDroppedValues(t *testing.T) {
+	rec := "{\"template-id\":\"a\",\n\"request\":\"GET /{[\\\"x\\\"]} HTTP/1.1\\r\\n\",\n" +
+		"\"interaction\":{\"raw-request\":\"}}\",\"n\":[1,{\"a\":2}]},\n\"response\":\"ok\",\"matched-at\":\"https://x.example/\"}"
+	fs := mustParse(t, []byte(rec+"\n"+rec))
+	if len(fs) != 2 || fs[0].Location.URI != "https://x.example/" {
+		t.Fatalf("got %+v", fs)
+	}
+	bad := rec + "\n" + strings.Replace(rec, `"matched-at":"https`, `"matched-at"::"https`, 1)
+	_, _, err := parseAll(t, []byte(bad), parse.Options{File: "f"})
+	var pe *parse.Error
+	if !errors.As(err, &pe) {
+		t.Fatalf("err %v", err)
+	}
+	wantOff := int64(len(rec)+1) + int64(strings.Index(rec, `"matched-at":"`)+len(`"matched-at":`))
+	if pe.Line != 8 || pe.Offset < wantOff-1 || pe.Offset > wantOff+1 {
+		t.Errorf("error at line %d byte %d, want line 8 byte ~%d: %v", pe.Line, pe.Offset, wantOff, err)
+	}
+}
+
 func TestLimits(t *testing.T) {
 	rec := `{"template-id":"a","matched-at":"https://x.example/","info":{"name":"A","description":"` + strings.Repeat("d", 100) + `"}}` + "\n"
 	for _, tc := range []struct {
@@ -273,13 +303,13 @@ func TestCancelled(t *testing.T) {
 
 func TestSniff(t *testing.T) {
 	for in, want := range map[string]bool{
-		`{"template-id":"x"}`:                  true,
+		`{"template-id":"x"}`:                   true,
 		"\xef\xbb\xbf \n[\n {\"templateID\":1}": true,
-		`{"info":{"template-id":"x"}}`:         false,
-		`{"version":"2.1.0","runs":[]}`:        false,
-		`{"name":"a.example","domain":"x"}`:    false,
-		``:                                     false,
-		`[]`:                                   false,
+		`{"info":{"template-id":"x"}}`:          false,
+		`{"version":"2.1.0","runs":[]}`:         false,
+		`{"name":"a.example","domain":"x"}`:     false,
+		``:                                      false,
+		`[]`:                                    false,
 	} {
 		if got := Sniff([]byte(in)); got != want {
 			t.Errorf("Sniff(%q) = %v, want %v", in, got, want)
@@ -381,11 +411,10 @@ func records(t testing.TB, data []byte) [][]byte {
 	rr := newRecordReader(bytes.NewReader(data), "x", parse.DefaultLimits())
 	var out [][]byte
 	for {
-		rec, _, _, err := rr.next()
-		if err != nil {
+		if _, _, _, err := rr.next(); err != nil {
 			break
 		}
-		out = append(out, slices.Clone(rec))
+		out = append(out, slices.Clone(rr.orig))
 	}
 	return out
 }

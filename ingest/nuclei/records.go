@@ -1,6 +1,7 @@
 package nuclei
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,10 @@ type recordReader struct {
 	inArray   bool // inside a top-level array
 	needComma bool // in an array, after an element
 	afterBOM  bool
+
+	orig    []byte // the last record as read
+	cut     []span // ranges of orig replaced by null
+	scratch []byte // the last record after splicing
 }
 
 // maxRecordSize bounds one record: four times the string limit leaves room
@@ -202,14 +207,36 @@ func (rr *recordReader) next() (rec []byte, line int, off int64, err error) {
 	}
 }
 
+// dropped are the top-level keys whose values object() cuts out of a
+// record before encoding/json sees it. They hold the raw traffic (with the
+// credentials that were sent), the whole template, and interactsh
+// callbacks: starpipe never keeps them, and they are most of a record's
+// bytes, so cutting them saves decoding work and keeps secrets out of
+// memory. Their contents are only checked for string and bracket balance.
+var dropped = map[string]bool{
+	"request":          true,
+	"response":         true,
+	"curl-command":     true,
+	"template-encoded": true,
+	"interaction":      true,
+	"meta":             true,
+}
+
+// span is a byte range [from, to) of a record, relative to its start.
+type span struct{ from, to int }
+
 // object scans one JSON object starting at buf[pos] == '{' and returns its
-// bytes. It checks nesting depth, string length and record size; syntax
-// inside the object is left to encoding/json.
+// bytes, with the values of dropped keys replaced by null (rr.cut lists
+// the replaced ranges, for error offsets). It checks nesting depth, string
+// length and record size; syntax is left to encoding/json.
 func (rr *recordReader) object() ([]byte, error) {
 	start := rr.pos
 	depth := 0
 	inString, escape := false, false
-	strLen := 0
+	strLen, strStart := 0, 0
+	isKey, expectKey, drop := false, false, false
+	dropFrom := -1
+	rr.cut = rr.cut[:0]
 	for {
 		if rr.pos == rr.end {
 			if rr.maxRecord >= 0 && rr.pos-start > rr.maxRecord {
@@ -225,44 +252,95 @@ func (rr *recordReader) object() ([]byte, error) {
 			start = ns
 		}
 		buf := rr.buf[:rr.end]
+		quote := -1 // index of the next '"' at or after i, when known
 		for i := rr.pos; i < len(buf); i++ {
 			c := buf[i]
 			if inString {
-				switch {
-				case escape:
+				if escape {
 					escape = false
-				case c == '\\':
-					escape = true
-				case c == '"':
-					inString = false
+					strLen++
 					continue
-				case c == '\n':
-					rr.line++
 				}
-				strLen++
+				// Skip plain string bytes with IndexByte (vectorised):
+				// strings such as responses are most of the input.
+				if quote < i {
+					quote = bytes.IndexByte(buf[i:], '"')
+					if quote >= 0 {
+						quote += i
+					} else {
+						quote = len(buf)
+					}
+				}
+				run := buf[i:quote]
+				if b := bytes.IndexByte(run, '\\'); b >= 0 {
+					run = run[:b]
+				}
+				strLen += len(run)
+				// Raw newlines are invalid in JSON strings, but a dropped
+				// value is never decoded, so count them to keep lines right.
+				rr.line += bytes.Count(run, []byte{'\n'})
 				if rr.maxString >= 0 && strLen > rr.maxString {
 					rr.pos = i
 					return nil, rr.errAt(fmt.Errorf("JSON string longer than %d bytes: %w", rr.maxString, parse.ErrLimit))
+				}
+				i += len(run)
+				if i == len(buf) {
+					break
+				}
+				switch buf[i] {
+				case '\\':
+					escape = true
+					strLen++
+				case '"':
+					inString = false
+					rel := i - start
+					switch {
+					case isKey:
+						drop = dropped[string(buf[start+strStart+1:i])]
+						expectKey = false
+					case dropFrom >= 0 && depth == 1:
+						rr.cut = append(rr.cut, span{dropFrom, rel + 1})
+						dropFrom = -1
+					}
 				}
 				continue
 			}
 			switch c {
 			case '"':
-				inString, strLen = true, 0
+				inString, strLen, strStart = true, 0, i-start
+				isKey = depth == 1 && expectKey
+				if depth == 1 && !isKey && drop {
+					dropFrom, drop = i-start, false
+				}
 			case '{', '[':
 				depth++
 				if rr.maxDepth >= 0 && depth > rr.maxDepth {
 					rr.pos = i
 					return nil, rr.errAt(fmt.Errorf("JSON nested deeper than %d: %w", rr.maxDepth, parse.ErrLimit))
 				}
+				switch {
+				case depth == 1:
+					expectKey = true
+				case depth == 2 && drop:
+					dropFrom, drop = i-start, false
+				}
 			case '}', ']':
 				depth--
+				if depth == 1 && dropFrom >= 0 {
+					rr.cut = append(rr.cut, span{dropFrom, i - start + 1})
+					dropFrom = -1
+				}
 				if depth == 0 {
 					rr.pos = i + 1
 					if rr.maxRecord >= 0 && rr.pos-start > rr.maxRecord {
 						return nil, rr.errAt(fmt.Errorf("record larger than %d bytes: %w", rr.maxRecord, parse.ErrLimit))
 					}
-					return rr.buf[start:rr.pos], nil
+					rr.orig = rr.buf[start:rr.pos]
+					return rr.splice(rr.orig), nil
+				}
+			case ',':
+				if depth == 1 {
+					expectKey, drop = true, false
 				}
 			case '\n':
 				rr.line++
@@ -270,6 +348,34 @@ func (rr *recordReader) object() ([]byte, error) {
 		}
 		rr.pos = len(buf)
 	}
+}
+
+// splice returns rec with every cut range replaced by null.
+func (rr *recordReader) splice(rec []byte) []byte {
+	if len(rr.cut) == 0 {
+		return rec
+	}
+	out := rr.scratch[:0]
+	prev := 0
+	for _, c := range rr.cut {
+		out = append(out, rec[prev:c.from]...)
+		out = append(out, "null"...)
+		prev = c.to
+	}
+	out = append(out, rec[prev:]...)
+	rr.scratch = out
+	return out
+}
+
+// origOffset maps an offset in a spliced record back to the original.
+func (rr *recordReader) origOffset(at int64) int64 {
+	for _, c := range rr.cut {
+		if at <= int64(c.from) {
+			break
+		}
+		at += int64(c.to-c.from) - int64(len("null"))
+	}
+	return at
 }
 
 func quoteByte(c byte) string {

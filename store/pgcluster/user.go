@@ -68,7 +68,13 @@ func resolveUser(ctx context.Context, name, dataDir string, log *slog.Logger) (*
 	if u, err := user.Lookup(fallbackUser); err == nil {
 		return userFrom(u, true)
 	}
-	out, err := exec.CommandContext(ctx, "useradd", "-r", "-M", "-s", "/usr/sbin/nologin", fallbackUser).CombinedOutput()
+	args := []string{"-r", "-M", "-s", "/usr/sbin/nologin"}
+	// A group of that name may be left from an earlier user; join it
+	// rather than fail.
+	if _, err := user.LookupGroup(fallbackUser); err == nil {
+		args = append(args, "-g", fallbackUser)
+	}
+	out, err := exec.CommandContext(ctx, "useradd", append(args, fallbackUser)...).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("creating system user %q to run PostgreSQL (it refuses to run as root and there is no postgres user): %w: %s",
 			fallbackUser, err, out)

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/starpipe/starpipe/config"
+	"github.com/starpipe/starpipe/finding"
+	"github.com/starpipe/starpipe/mapping"
+	"github.com/starpipe/starpipe/scoring"
+)
+
+func init() {
+	enrichForDryRun = func(mappingFile string) (func(*finding.Finding), error) {
+		cfg, err := config.Load("")
+		if err != nil {
+			return nil, err
+		}
+		if mappingFile != "" {
+			cfg.Mapping.File = mappingFile
+		}
+		// A dry run reports the configured CCM version only, so its
+		// "controls" counts read as plain control ids.
+		return newEnricher(cfg, false)
+	}
+}
+
+// newEnricher scores a finding (with the scope's environmental context
+// from scoring.environments) and then maps it, since mapping rules read the
+// severity. allVersions stores links under every CCM version the rules
+// name, so reports can be read under v4.0.13 and v4.1 alike.
+func newEnricher(cfg config.Config, allVersions bool) (func(*finding.Finding), error) {
+	opts := []mapping.Option{mapping.WithVersion(cfg.Mapping.CCMVersion)}
+	if allVersions {
+		opts = append(opts, mapping.WithAllVersions())
+	}
+	var m *mapping.Mapper
+	var err error
+	if cfg.Mapping.File != "" {
+		m, err = mapping.LoadFile(cfg.Mapping.File, nil, false, opts...)
+	} else {
+		m, err = mapping.Default(opts...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load mapping rules: %w", err)
+	}
+	envs := make(map[string]scoring.Environment, len(cfg.Scoring.Environments))
+	for scope, frag := range cfg.Scoring.Environments {
+		env, err := scoring.ParseEnvironment(frag)
+		if err != nil {
+			return nil, fmt.Errorf("scoring.environments[%q]: %w", scope, err)
+		}
+		envs[scope] = env
+	}
+	return func(f *finding.Finding) {
+		var env *scoring.Environment
+		if e, ok := envs[f.Scope]; ok {
+			env = &e
+		}
+		scoring.Apply(f, env)
+		m.Apply(f)
+	}, nil
+}

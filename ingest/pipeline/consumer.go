@@ -1,0 +1,384 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/finding"
+	"github.com/starpipe/starpipe/ingest"
+	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/store"
+)
+
+// Publisher is the part of the Kafka producer the consumer uses to emit the
+// parse stage's messages.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, msgs ...bus.Message) error
+}
+
+// Enricher scores and maps a finding in place (scoring.Apply, then
+// mapping); it must be safe for concurrent use.
+type Enricher func(*finding.Finding)
+
+// Config tunes the consumer.
+type Config struct {
+	Limits        parse.Limits
+	BatchSize     int // findings per message at most
+	MaxBatchBytes int // encoded findings per message at most
+	SLA           store.SLA
+}
+
+// Consumer handles starpipe.scan.results messages.
+type Consumer struct {
+	st     *store.Store
+	pub    Publisher
+	enrich Enricher
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+}
+
+type metrics struct {
+	findings *prometheus.CounterVec
+	runs     *prometheus.CounterVec
+	batchDur prometheus.Histogram
+}
+
+// NewConsumer builds the handler. reg may be nil.
+func NewConsumer(st *store.Store, pub Publisher, enrich Enricher, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Consumer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 512 << 10
+	}
+	if cfg.SLA == (store.SLA{}) {
+		cfg.SLA = store.DefaultSLA()
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if enrich == nil {
+		enrich = func(*finding.Finding) {}
+	}
+	m := &metrics{
+		findings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "starpipe_ingest_findings_total", Help: "Findings stored by the ingest consumer, by outcome.",
+		}, []string{"outcome"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "starpipe_ingest_runs_total", Help: "Runs finished by the ingest consumer, by status.",
+		}, []string{"status"}),
+		batchDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "starpipe_ingest_batch_seconds", Help: "Time to store one findings batch.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.findings, m.runs, m.batchDur)
+	}
+	return &Consumer{st: st, pub: pub, enrich: enrich, cfg: cfg, log: log.With("component", "ingest"), m: m}
+}
+
+// Handle processes one message. Malformed messages are poison (they go to
+// the dead-letter topic and their run fails); database and broker errors
+// are returned as they are so the caller retries.
+func (c *Consumer) Handle(ctx context.Context, msg bus.Message) error {
+	env, err := bus.Decode(msg.Value)
+	if err != nil {
+		return c.poison(ctx, string(msg.Key), err)
+	}
+	switch env.Type {
+	case bus.TypeRunReceived:
+		var p RunReceived
+		if err := env.Unmarshal(&p); err != nil || p.RunID == "" {
+			return c.poison(ctx, string(msg.Key), fmt.Errorf("decode run-received: %w", errors.Join(err, errors.New("run id missing"))))
+		}
+		return c.parseRun(ctx, p.RunID)
+	case bus.TypeRunStarted:
+		return nil // informational: the run row already says processing
+	case bus.TypeFindings:
+		var p FindingsBatch
+		if err := env.Unmarshal(&p); err != nil {
+			return c.poison(ctx, string(msg.Key), fmt.Errorf("decode findings batch: %w", err))
+		}
+		if p.RunID == "" || p.Seq < 1 {
+			return c.poison(ctx, string(msg.Key), fmt.Errorf("findings batch without run id or sequence"))
+		}
+		return c.storeBatch(ctx, p)
+	case bus.TypeRunFinished:
+		var p RunFinished
+		if err := env.Unmarshal(&p); err != nil || p.RunID == "" {
+			return c.poison(ctx, string(msg.Key), fmt.Errorf("decode run-finished: %w", errors.Join(err, errors.New("run id missing"))))
+		}
+		return c.finishRun(ctx, p)
+	}
+	return c.poison(ctx, string(msg.Key), fmt.Errorf("unknown message type %q", env.Type))
+}
+
+// poison fails the run the message belongs to (its key is the run id) and
+// marks the error for the dead-letter topic.
+func (c *Consumer) poison(ctx context.Context, runID string, cause error) error {
+	if runID != "" {
+		if err := store.FailRun(ctx, c.st.Pool(), runID, "unprocessable message: "+cause.Error()); err != nil {
+			// A bad key is not a reason to retry a poison message forever.
+			c.log.Warn("failing run of poison message", "run_id", runID, "err", err)
+		}
+		c.m.runs.WithLabelValues("failed").Inc()
+	}
+	return bus.Poison(cause)
+}
+
+// parseRun is the parse stage: it validates the artifact completely before
+// emitting anything, so a corrupt file fails its run with nothing written,
+// then streams it again into batches.
+func (c *Consumer) parseRun(ctx context.Context, runID string) error {
+	in, err := c.st.GetRunInput(ctx, runID)
+	if errors.Is(err, store.ErrNotFound) {
+		return bus.Poison(err)
+	}
+	if err != nil {
+		return err
+	}
+	if in.Status == "succeeded" || in.Status == "failed" {
+		return nil // a replay of a run already done
+	}
+	_, raw, err := c.st.GetArtifact(ctx, in.ArtifactSHA)
+	if err != nil {
+		return err
+	}
+	name, err := c.st.RunFileName(ctx, runID)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		name = "run " + runID
+	}
+	opt := parse.Options{File: name, Kind: finding.ScanKind(in.Kind), Scope: in.Scope, Limits: c.cfg.Limits}
+	format := ingest.Format(in.Format)
+
+	// Pass 1: validate. The parsers stream, so this costs time, not memory.
+	count := parse.Sink{
+		Finding: func(*finding.Finding) error { return nil },
+		Asset:   func(*finding.Asset) error { return nil },
+	}
+	if _, _, err := ingest.ParseReader(ctx, bytes.NewReader(raw), format, opt, count); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.log.Warn("run failed: unreadable artifact", "run_id", runID, "err", err)
+		c.m.runs.WithLabelValues("failed").Inc()
+		return store.FailRun(ctx, c.st.Pool(), runID, err.Error())
+	}
+	ok, err := c.st.StartRun(ctx, runID, in.Format)
+	if err != nil || !ok {
+		return err
+	}
+	if err := c.publish(ctx, runID, bus.TypeRunStarted, RunStarted{RunID: runID, Format: in.Format}); err != nil {
+		return err
+	}
+
+	// Pass 2: emit. A crash here replays run-received; batches carry their
+	// sequence number, so the ones already stored are skipped.
+	b := &batcher{maxCount: c.cfg.BatchSize, maxBytes: c.cfg.MaxBatchBytes, runID: runID}
+	b.flush = func(seq int, payload []byte) error {
+		v, err := bus.EncodeID(runID+"/"+strconv.Itoa(seq), bus.TypeFindings, time.Now(), json.RawMessage(payload))
+		if err != nil {
+			return err
+		}
+		return c.pub.Publish(ctx, bus.TopicScanResults, bus.Message{Key: []byte(runID), Value: v})
+	}
+	now := time.Now().UTC()
+	sink := parse.Sink{
+		Finding: func(f *finding.Finding) error {
+			if f.SeenAt.IsZero() {
+				f.SeenAt = now
+			}
+			return b.add(f)
+		},
+		Asset: func(*finding.Asset) error { return nil },
+	}
+	_, stats, err := ingest.ParseReader(ctx, bytes.NewReader(raw), format, opt, sink)
+	if err == nil {
+		err = b.emit()
+	}
+	if err != nil {
+		return fmt.Errorf("emitting batches of run %s: %w", runID, err)
+	}
+	return c.publish(ctx, runID, bus.TypeRunFinished, RunFinished{
+		RunID: runID, Status: "succeeded", Batches: b.seq,
+		Findings: stats.Findings, Suppressed: stats.Suppressed, NotFinding: stats.NotFindings,
+		Assets: stats.Assets, Tools: stats.Tools,
+	})
+}
+
+func (c *Consumer) publish(ctx context.Context, runID, typ string, payload any) error {
+	v, err := bus.EncodeID(runID+"/"+typ, typ, time.Now(), payload)
+	if err != nil {
+		return err
+	}
+	return c.pub.Publish(ctx, bus.TopicScanResults, bus.Message{Key: []byte(runID), Value: v})
+}
+
+// storeBatch upserts one batch in one transaction, with its receipt, the
+// opened events and their activity rows; a replayed batch changes nothing.
+func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
+	start := time.Now()
+	for i := range p.Findings {
+		c.enrich(&p.Findings[i])
+	}
+	var inserted, updated int
+	err := c.st.InTx(ctx, func(tx pgx.Tx) error {
+		inserted, updated = 0, 0
+		fresh, err := store.RecordBatch(ctx, tx, p.RunID, p.Seq, len(p.Findings))
+		if err != nil || !fresh {
+			return err
+		}
+		prog, err := store.AddBatch(ctx, tx, p.RunID, len(p.Findings))
+		if err != nil {
+			return err
+		}
+		if prog.Status == "failed" || prog.Status == "succeeded" {
+			// A failed run stores nothing more; committing the receipt
+			// alone keeps a replay from trying again.
+			return nil
+		}
+		res, err := store.UpsertFindingsBatch(ctx, tx, p.RunID, p.Findings, time.Now())
+		if err != nil {
+			return err
+		}
+		var opened []store.StatusChange
+		var ids []int64
+		byFP := make(map[string]*finding.Finding, len(p.Findings))
+		for i := range p.Findings {
+			byFP[p.Findings[i].Fingerprint] = &p.Findings[i]
+		}
+		for _, r := range res {
+			if !r.Inserted {
+				updated++
+				continue
+			}
+			inserted++
+			ids = append(ids, r.ID)
+			f := byFP[r.Fingerprint]
+			opened = append(opened, store.StatusChange{
+				ID: r.ID, Scope: r.Scope, Fingerprint: r.Fingerprint, Tool: f.Tool, Rule: f.RuleID,
+				Title: f.Title, Severity: f.Severity.String(), To: string(finding.StatusOpen),
+			})
+		}
+		if err := store.SetSLA(ctx, tx, ids, c.cfg.SLA); err != nil {
+			return err
+		}
+		if err := c.recordChanges(ctx, tx, p.RunID, opened); err != nil {
+			return err
+		}
+		if prog.Complete() {
+			return c.reconcile(ctx, tx, p.RunID)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing batch %d of run %s: %w", p.Seq, p.RunID, err)
+	}
+	c.m.findings.WithLabelValues("new").Add(float64(inserted))
+	c.m.findings.WithLabelValues("seen_again").Add(float64(updated))
+	c.m.batchDur.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// finishRun records run-finished and reconciles when every batch is in.
+func (c *Consumer) finishRun(ctx context.Context, p RunFinished) error {
+	if p.Status != "succeeded" {
+		c.m.runs.WithLabelValues("failed").Inc()
+		return store.FailRun(ctx, c.st.Pool(), p.RunID, p.Error)
+	}
+	stats := map[string]any{
+		"findings": p.Findings, "suppressed": p.Suppressed, "not_findings": p.NotFinding,
+		"assets": p.Assets, "tools": nonNil(p.Tools), "batches": p.Batches,
+	}
+	return c.st.InTx(ctx, func(tx pgx.Tx) error {
+		prog, err := store.FinishRun(ctx, tx, p.RunID, p.Batches, stats)
+		if errors.Is(err, store.ErrNotFound) {
+			return bus.Poison(err)
+		}
+		if err != nil || !prog.Complete() || prog.Status != "processing" {
+			return err
+		}
+		return c.reconcile(ctx, tx, p.RunID)
+	})
+}
+
+func (c *Consumer) reconcile(ctx context.Context, tx pgx.Tx, runID string) error {
+	changes, err := store.Reconcile(ctx, tx, runID, c.cfg.SLA)
+	if err != nil {
+		return err
+	}
+	if err := c.recordChanges(ctx, tx, runID, changes); err != nil {
+		return err
+	}
+	c.m.runs.WithLabelValues("succeeded").Inc()
+	c.log.Info("run succeeded", "run_id", runID, "status_changes", len(changes))
+	return nil
+}
+
+// recordChanges writes an activity row and a finding event per change, in
+// the caller's transaction.
+func (c *Consumer) recordChanges(ctx context.Context, tx pgx.Tx, runID string, changes []store.StatusChange) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	acts := make([]store.Activity, len(changes))
+	msgs := make([]store.OutboxMessage, len(changes))
+	now := time.Now().UTC()
+	for i, ch := range changes {
+		typ := eventType(ch.From, ch.To)
+		var before any
+		if ch.From != "" {
+			before = map[string]string{"status": ch.From}
+		}
+		acts[i] = store.Activity{
+			At: now, Actor: "system", Action: "finding." + typ, SubjectType: "finding",
+			SubjectID: strconv.FormatInt(ch.ID, 10), RunID: runID,
+			Before: before, After: map[string]string{"status": ch.To},
+		}
+		v, err := bus.EncodeID(bus.NewID(), typ, now, FindingEvent{
+			FindingID: ch.ID, Scope: ch.Scope, Fingerprint: ch.Fingerprint, Tool: ch.Tool, Rule: ch.Rule,
+			Title: ch.Title, Severity: ch.Severity, From: ch.From, To: ch.To, RunID: runID,
+		})
+		if err != nil {
+			return err
+		}
+		msgs[i] = store.OutboxMessage{Topic: bus.TopicFindingEvents, Key: strconv.FormatInt(ch.ID, 10), Payload: v}
+	}
+	if err := store.AppendActivityBatch(ctx, tx, acts); err != nil {
+		return err
+	}
+	return store.EnqueueBatch(ctx, tx, msgs)
+}
+
+func eventType(from, to string) string {
+	switch {
+	case to == string(finding.StatusResolved):
+		return bus.TypeResolved
+	case to == string(finding.StatusReopened):
+		return bus.TypeReopened
+	}
+	return bus.TypeOpened
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

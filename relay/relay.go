@@ -1,0 +1,195 @@
+// Package relay publishes the transactional outbox to Kafka. Everything
+// starpipe must not lose (uploaded runs, scan requests, finding events) is
+// first committed to PostgreSQL together with an outbox row; the relay
+// delivers pending rows in order and marks them sent, so a broker that is
+// down or unreachable delays work but never loses it. Delivery is
+// at-least-once: a crash between publish and mark re-sends, and consumers
+// are idempotent.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/store"
+)
+
+// Publisher is the part of the Kafka producer the relay uses.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, msgs ...bus.Message) error
+}
+
+// HeaderRunID marks an outbox row that queues a run: once it is delivered
+// the run moves from received to queued.
+const HeaderRunID = "run_id"
+
+// Relay moves outbox rows to Kafka.
+type Relay struct {
+	pool      *pgxpool.Pool
+	pub       Publisher
+	log       *slog.Logger
+	batch     int
+	poll      time.Duration
+	published prometheus.Counter
+	failures  prometheus.Counter
+}
+
+// Option configures a Relay.
+type Option func(*Relay)
+
+// WithPollInterval sets how often the relay looks for rows when no
+// notification arrives (notifications can be missed across reconnects).
+func WithPollInterval(d time.Duration) Option { return func(r *Relay) { r.poll = d } }
+
+// WithMetrics registers the relay's counters.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(r *Relay) { reg.MustRegister(r.published, r.failures) }
+}
+
+// New builds a relay over the store's pool.
+func New(st *store.Store, pub Publisher, log *slog.Logger, opts ...Option) *Relay {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Relay{
+		pool:  st.Pool(),
+		pub:   pub,
+		log:   log.With("component", "relay"),
+		batch: 200,
+		poll:  time.Second,
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "starpipe_outbox_published_total", Help: "Outbox messages delivered to Kafka.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "starpipe_outbox_publish_failures_total", Help: "Failed attempts to deliver outbox messages.",
+		}),
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Run delivers rows until ctx is cancelled. Failures are retried with
+// backoff; they never stop the loop.
+func (r *Relay) Run(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	go r.listen(ctx, wake)
+	backoff := 250 * time.Millisecond
+	for {
+		n, err := r.Drain(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := r.poll
+		if err != nil {
+			r.failures.Inc()
+			r.log.Warn("outbox delivery failed; will retry", "err", err, "retry_in", backoff)
+			wait = backoff
+			backoff = min(2*backoff, 30*time.Second)
+		} else {
+			backoff = 250 * time.Millisecond
+			if n > 0 {
+				continue // more may be waiting
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// listen turns NOTIFYs into wake-ups; on any error it reconnects after a
+// pause, and the poll interval covers the gap.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := func() error {
+			conn, err := r.pool.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Release()
+			if _, err := conn.Exec(ctx, "LISTEN "+store.OutboxChannel); err != nil {
+				return err
+			}
+			defer func() {
+				_, _ = conn.Exec(context.WithoutCancel(ctx), "UNLISTEN "+store.OutboxChannel)
+			}()
+			for {
+				if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+					return err
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Debug("outbox listener reconnecting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Drain delivers one batch of pending rows and returns how many it sent.
+func (r *Relay) Drain(ctx context.Context) (int, error) {
+	var sent int
+	var claimed []int64
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		msgs, err := store.ClaimOutbox(ctx, tx, r.batch)
+		if err != nil || len(msgs) == 0 {
+			return err
+		}
+		for _, m := range msgs {
+			claimed = append(claimed, m.ID)
+		}
+		// Consecutive rows of one topic go in one call, in id order, so a
+		// key's messages keep their order on its partition.
+		var runIDs []string
+		for i := 0; i < len(msgs); {
+			j := i
+			var batch []bus.Message
+			for ; j < len(msgs) && msgs[j].Topic == msgs[i].Topic; j++ {
+				batch = append(batch, bus.Message{Key: []byte(msgs[j].Key), Value: msgs[j].Payload, Headers: msgs[j].Headers})
+				if id := msgs[j].Headers[HeaderRunID]; id != "" {
+					runIDs = append(runIDs, id)
+				}
+			}
+			if err := r.pub.Publish(ctx, msgs[i].Topic, batch...); err != nil {
+				return fmt.Errorf("publishing %d outbox messages to %s: %w", len(batch), msgs[i].Topic, err)
+			}
+			i = j
+		}
+		if err := store.MarkOutboxSent(ctx, tx, claimed, runIDs); err != nil {
+			return err
+		}
+		sent = len(msgs)
+		return nil
+	})
+	if err != nil {
+		if len(claimed) > 0 && ctx.Err() == nil {
+			if merr := store.MarkOutboxFailed(context.WithoutCancel(ctx), r.pool, claimed, err); merr != nil {
+				err = errors.Join(err, merr)
+			}
+		}
+		return 0, err
+	}
+	r.published.Add(float64(sent))
+	return sent, nil
+}

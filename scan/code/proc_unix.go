@@ -1,0 +1,24 @@
+//go:build unix
+
+package code
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// isolate puts the command in a process group of its own, and makes a
+// cancelled or timed-out run kill the whole group: scanners fork workers
+// that would otherwise outlive the command and keep its pipes open.
+func isolate(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+// killGroup kills what is left of the process group led by pid.
+func killGroup(pid int) {
+	// ESRCH (the group is already empty) is the usual answer.
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}

@@ -1,0 +1,443 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// OutboxChannel is the NOTIFY channel that wakes the outbox relay.
+const OutboxChannel = "starpipe_outbox"
+
+// NewRun is a scan run as intake records it.
+type NewRun struct {
+	ID          string
+	Kind        string
+	Scope       string
+	Tool        string
+	Format      string
+	ScheduleID  string
+	ArtifactSHA string
+	CreatedBy   string
+}
+
+// CreateRun inserts a run in status received. Call it in the transaction
+// that stores the artifact and enqueues the run, so all three commit
+// together or not at all.
+func CreateRun(ctx context.Context, tx pgx.Tx, r NewRun) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO scan_runs (id, schedule_id, kind, scope, tool, format, status, artifact_sha256, created_by)
+		VALUES ($1::uuid, nullif($2, ''), $3, $4, $5, $6, 'received', $7, nullif($8, ''))`,
+		r.ID, r.ScheduleID, r.Kind, r.Scope, r.Tool, r.Format, r.ArtifactSHA, r.CreatedBy)
+	if err != nil {
+		return fmt.Errorf("recording run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// Enqueue adds a message to the outbox and wakes the relay once the
+// transaction commits (NOTIFY is transactional).
+func Enqueue(ctx context.Context, q DBTX, topic, key string, payload []byte, headers map[string]string) (int64, error) {
+	var hdr []byte
+	if len(headers) > 0 {
+		var err error
+		if hdr, err = json.Marshal(headers); err != nil {
+			return 0, fmt.Errorf("encoding outbox headers: %w", err)
+		}
+	}
+	var id int64
+	err := q.QueryRow(ctx, `
+		WITH ins AS (
+			INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4)
+			RETURNING id
+		)
+		SELECT id FROM ins, LATERAL (SELECT pg_notify($5, '')) n`,
+		topic, key, payload, nullJSON(hdr), OutboxChannel).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("enqueueing %s message: %w", topic, err)
+	}
+	return id, nil
+}
+
+// OutboxMessage is a pending outbox row.
+type OutboxMessage struct {
+	ID      int64
+	Topic   string
+	Key     string
+	Payload []byte
+	Headers map[string]string
+}
+
+// ClaimOutbox locks up to limit unsent rows in id order for this
+// transaction; concurrent relays skip each other's rows.
+func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxMessage, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT id, topic, coalesce(key, ''), payload, headers
+		FROM outbox WHERE sent_at IS NULL
+		ORDER BY id LIMIT $1
+		FOR UPDATE SKIP LOCKED`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (OutboxMessage, error) {
+		var m OutboxMessage
+		var hdr []byte
+		if err := r.Scan(&m.ID, &m.Topic, &m.Key, &m.Payload, &hdr); err != nil {
+			return m, err
+		}
+		if len(hdr) > 0 {
+			if err := json.Unmarshal(hdr, &m.Headers); err != nil {
+				return m, fmt.Errorf("outbox row %d headers: %w", m.ID, err)
+			}
+		}
+		return m, nil
+	})
+}
+
+// MarkOutboxSent records delivery. Runs whose run-received message was
+// delivered move from received to queued.
+func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64, runIDs []string) error {
+	if _, err := tx.Exec(ctx, `UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)`, ids); err != nil {
+		return fmt.Errorf("marking outbox rows sent: %w", err)
+	}
+	if len(runIDs) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE scan_runs SET status = 'queued' WHERE id = ANY($1::uuid[]) AND status = 'received'`, runIDs); err != nil {
+			return fmt.Errorf("marking runs queued: %w", err)
+		}
+	}
+	return nil
+}
+
+// MarkOutboxFailed records a failed delivery attempt.
+func MarkOutboxFailed(ctx context.Context, q DBTX, ids []int64, cause error) error {
+	if _, err := q.Exec(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)`, ids, cause.Error()); err != nil {
+		return fmt.Errorf("recording outbox failure: %w", err)
+	}
+	return nil
+}
+
+// PendingOutbox counts unsent rows (for metrics and tests).
+func (s *Store) PendingOutbox(ctx context.Context) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`).Scan(&n)
+	return n, err
+}
+
+// RunInput is what the parse stage needs to process a run.
+type RunInput struct {
+	ID          string
+	Kind        string
+	Scope       string
+	Format      string
+	Status      string
+	ArtifactSHA string
+	ScheduleID  string
+}
+
+// GetRunInput loads a run for processing; an unknown id is ErrNotFound.
+func (s *Store) GetRunInput(ctx context.Context, id string) (RunInput, error) {
+	var r RunInput
+	err := s.pool.QueryRow(ctx, `
+		SELECT id::text, kind, scope, format, status, coalesce(artifact_sha256, ''), coalesce(schedule_id, '')
+		FROM scan_runs WHERE id = $1::uuid`, id).
+		Scan(&r.ID, &r.Kind, &r.Scope, &r.Format, &r.Status, &r.ArtifactSHA, &r.ScheduleID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("run %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("loading run %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// StartRun moves a run to processing (only from received or queued, so a
+// replayed message never rewinds a finished run) and reports whether it
+// should be processed at all.
+func (s *Store) StartRun(ctx context.Context, id, format string) (bool, error) {
+	var status string
+	err := s.pool.QueryRow(ctx, `
+		UPDATE scan_runs SET
+			status = CASE WHEN status IN ('received', 'queued') THEN 'processing' ELSE status END,
+			started_at = coalesce(started_at, now()),
+			format = $2
+		WHERE id = $1::uuid
+		RETURNING status`, id, format).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("run %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("starting run %s: %w", id, err)
+	}
+	return status == "processing", nil
+}
+
+// FailRun marks a run failed with the error, unless it already finished.
+// A failed run reconciles nothing.
+func FailRun(ctx context.Context, q DBTX, id, reason string) error {
+	_, err := q.Exec(ctx, `
+		UPDATE scan_runs SET status = 'failed', error = $2, finished_at = now()
+		WHERE id = $1::uuid AND status NOT IN ('succeeded', 'failed')`, id, reason)
+	if err != nil {
+		return fmt.Errorf("failing run %s: %w", id, err)
+	}
+	return nil
+}
+
+// RunProgress is a run's state after a batch or its finish was recorded.
+type RunProgress struct {
+	Status          string
+	Kind            string
+	Scope           string
+	BatchesStored   int
+	BatchesExpected *int
+	Tools           []string
+}
+
+// Complete reports whether every expected batch is stored.
+func (p RunProgress) Complete() bool {
+	return p.BatchesExpected != nil && p.BatchesStored >= *p.BatchesExpected
+}
+
+// AddBatch counts a stored batch on its run and returns the progress. The
+// row lock it takes serialises the last batch and run-finished, so exactly
+// one of them sees the run complete.
+func AddBatch(ctx context.Context, tx pgx.Tx, runID string, findings int) (RunProgress, error) {
+	return scanProgress(tx.QueryRow(ctx, `
+		UPDATE scan_runs SET batches_stored = batches_stored + 1, findings_seen = findings_seen + $2
+		WHERE id = $1::uuid
+		RETURNING status, kind, scope, batches_stored, batches_expected, coalesce(stats->'tools', '[]')`, runID, findings), runID)
+}
+
+// FinishRun records run-finished: the number of batches to expect and the
+// parse statistics.
+func FinishRun(ctx context.Context, tx pgx.Tx, runID string, batches int, stats any) (RunProgress, error) {
+	b, err := json.Marshal(stats)
+	if err != nil {
+		return RunProgress{}, fmt.Errorf("encoding run stats: %w", err)
+	}
+	return scanProgress(tx.QueryRow(ctx, `
+		UPDATE scan_runs SET batches_expected = $2, stats = $3
+		WHERE id = $1::uuid
+		RETURNING status, kind, scope, batches_stored, batches_expected, coalesce(stats->'tools', '[]')`, runID, batches, b), runID)
+}
+
+func scanProgress(row pgx.Row, runID string) (RunProgress, error) {
+	var p RunProgress
+	var tools []byte
+	err := row.Scan(&p.Status, &p.Kind, &p.Scope, &p.BatchesStored, &p.BatchesExpected, &tools)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, fmt.Errorf("run %s: %w", runID, ErrNotFound)
+	}
+	if err != nil {
+		return p, fmt.Errorf("updating run %s: %w", runID, err)
+	}
+	if err := json.Unmarshal(tools, &p.Tools); err != nil {
+		return p, fmt.Errorf("run %s tools: %w", runID, err)
+	}
+	return p, nil
+}
+
+// StatusChange is one finding whose status reconciliation changed.
+type StatusChange struct {
+	ID          int64
+	Scope       string
+	Fingerprint string
+	Tool        string
+	Rule        string
+	Title       string
+	Severity    string
+	From, To    string
+}
+
+// SLA is how long a finding of each severity may stay open.
+type SLA struct {
+	Critical, High, Medium, Low, Info time.Duration
+}
+
+// DefaultSLA follows common vulnerability-management policy (and the
+// CISA BOD 22-01 spirit for critical): 15/30/90/180 days, none for info.
+func DefaultSLA() SLA {
+	day := 24 * time.Hour
+	return SLA{Critical: 15 * day, High: 30 * day, Medium: 90 * day, Low: 180 * day}
+}
+
+func (s SLA) args() []any {
+	secs := func(d time.Duration) *float64 {
+		if d <= 0 {
+			return nil
+		}
+		v := d.Seconds()
+		return &v
+	}
+	return []any{secs(s.Critical), secs(s.High), secs(s.Medium), secs(s.Low), secs(s.Info)}
+}
+
+// slaExpr computes a due date from a start time and the severity column,
+// with the five SLA durations in seconds as parameters $n..$n+4.
+func slaExpr(start string, n int) string {
+	return fmt.Sprintf(`%[1]s + make_interval(secs => CASE severity
+		WHEN 'critical' THEN $%[2]d::float8 WHEN 'high' THEN $%[3]d::float8 WHEN 'medium' THEN $%[4]d::float8
+		WHEN 'low' THEN $%[5]d::float8 ELSE $%[6]d::float8 END)`, start, n, n+1, n+2, n+3, n+4)
+}
+
+// SetSLA gives newly opened findings their due date.
+func SetSLA(ctx context.Context, tx pgx.Tx, ids []int64, sla SLA) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := append([]any{ids}, sla.args()...)
+	_, err := tx.Exec(ctx, `UPDATE findings SET sla_due = `+slaExpr("first_seen", 2)+` WHERE id = ANY($1)`, args...)
+	if err != nil {
+		return fmt.Errorf("setting SLA due dates: %w", err)
+	}
+	return nil
+}
+
+// Reconcile applies a complete, successful run to the findings of its scope:
+// findings of the same scope, kind and tools that the run did not observe
+// become resolved (the run is their retest evidence); observed findings
+// that were resolved become reopened with a fresh SLA. Accepted and false
+// positive findings are never changed by a scan. It marks the run
+// succeeded; a run already succeeded or failed is left alone and nothing
+// changes, so a replayed run-finished is harmless.
+func Reconcile(ctx context.Context, tx pgx.Tx, runID string, sla SLA) ([]StatusChange, error) {
+	var scope, kind, status string
+	var toolsJSON []byte
+	err := tx.QueryRow(ctx, `
+		SELECT scope, kind, status, coalesce(stats->'tools', '[]') FROM scan_runs WHERE id = $1::uuid FOR UPDATE`, runID).
+		Scan(&scope, &kind, &status, &toolsJSON)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("run %s: %w", runID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading run %s: %w", runID, err)
+	}
+	if status == "succeeded" || status == "failed" {
+		return nil, nil
+	}
+	var tools []string
+	if err := json.Unmarshal(toolsJSON, &tools); err != nil {
+		return nil, fmt.Errorf("run %s tools: %w", runID, err)
+	}
+	collect := func(rows pgx.Rows, err error) ([]StatusChange, error) {
+		if err != nil {
+			return nil, err
+		}
+		return pgx.CollectRows(rows, func(r pgx.CollectableRow) (StatusChange, error) {
+			var c StatusChange
+			err := r.Scan(&c.ID, &c.Scope, &c.Fingerprint, &c.Tool, &c.Rule, &c.Title, &c.Severity, &c.From, &c.To)
+			return c, err
+		})
+	}
+	args := append([]any{runID}, sla.args()...)
+	reopened, err := collect(tx.Query(ctx, `
+		UPDATE findings f SET status = 'reopened', resolved_at = NULL, resolved_by_run = NULL,
+			sla_due = `+slaExpr("now()", 2)+`, updated_at = now()
+		FROM observations o
+		WHERE o.run_id = $1::uuid AND o.finding_id = f.id AND f.status = 'resolved'
+		RETURNING f.id, f.scope, f.fingerprint, f.tool, f.rule_id, f.title, f.severity, 'resolved', f.status`, args...))
+	if err != nil {
+		return nil, fmt.Errorf("reopening findings seen by run %s: %w", runID, err)
+	}
+	resolved, err := collect(tx.Query(ctx, `
+		UPDATE findings f SET status = 'resolved', resolved_at = now(), resolved_by_run = $1::uuid, updated_at = now()
+		FROM (
+			SELECT id, status AS prev FROM findings x
+			WHERE x.scope = $2 AND x.kind = $3 AND x.tool = ANY($4) AND x.status IN ('open', 'reopened')
+			  AND NOT EXISTS (SELECT 1 FROM observations o WHERE o.run_id = $1::uuid AND o.finding_id = x.id)
+			FOR UPDATE
+		) p
+		WHERE f.id = p.id
+		RETURNING f.id, f.scope, f.fingerprint, f.tool, f.rule_id, f.title, f.severity, p.prev, f.status`,
+		runID, scope, kind, tools))
+	if err != nil {
+		return nil, fmt.Errorf("resolving findings not seen by run %s: %w", runID, err)
+	}
+	if _, err := tx.Exec(ctx, `
+		UPDATE scan_runs SET status = 'succeeded', finished_at = now(), error = NULL WHERE id = $1::uuid`, runID); err != nil {
+		return nil, fmt.Errorf("completing run %s: %w", runID, err)
+	}
+	return append(reopened, resolved...), nil
+}
+
+// SetRunFileName records the uploaded file's name.
+func SetRunFileName(ctx context.Context, tx pgx.Tx, runID, name string) error {
+	if _, err := tx.Exec(ctx, `UPDATE scan_runs SET file_name = nullif($2, '') WHERE id = $1::uuid`, runID, name); err != nil {
+		return fmt.Errorf("recording file name of run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// RunFileName returns the uploaded file's name, or "" when unknown.
+func (s *Store) RunFileName(ctx context.Context, runID string) (string, error) {
+	var name string
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(file_name, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&name)
+	if err != nil {
+		return "", fmt.Errorf("loading run %s: %w", runID, err)
+	}
+	return name, nil
+}
+
+// AppendActivityBatch writes many activity rows with one COPY.
+func AppendActivityBatch(ctx context.Context, tx pgx.Tx, acts []Activity) error {
+	if len(acts) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(acts))
+	for i, a := range acts {
+		before, err := jsonOrNull(a.Before)
+		if err != nil {
+			return fmt.Errorf("activity %s: %w", a.Action, err)
+		}
+		after, err := jsonOrNull(a.After)
+		if err != nil {
+			return fmt.Errorf("activity %s: %w", a.Action, err)
+		}
+		at := a.At
+		if at.IsZero() {
+			at = time.Now()
+		}
+		var run any
+		if a.RunID != "" {
+			run = a.RunID
+		}
+		rows[i] = []any{at, a.Actor, a.Action, a.SubjectType, a.SubjectID, run, before, after}
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"activity_log"},
+		[]string{"at", "actor", "action", "subject_type", "subject_id", "run_id", "before", "after"},
+		pgx.CopyFromRows(rows))
+	if err != nil {
+		return fmt.Errorf("appending %d activity rows: %w", len(acts), err)
+	}
+	return nil
+}
+
+// EnqueueBatch adds many outbox rows with one COPY and wakes the relay.
+func EnqueueBatch(ctx context.Context, tx pgx.Tx, msgs []OutboxMessage) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(msgs))
+	for i, m := range msgs {
+		var hdr any
+		if len(m.Headers) > 0 {
+			b, err := json.Marshal(m.Headers)
+			if err != nil {
+				return fmt.Errorf("encoding outbox headers: %w", err)
+			}
+			hdr = string(b)
+		}
+		rows[i] = []any{m.Topic, m.Key, m.Payload, hdr}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"outbox"}, []string{"topic", "key", "payload", "headers"}, pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("enqueueing %d messages: %w", len(msgs), err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, OutboxChannel); err != nil {
+		return fmt.Errorf("waking the outbox relay: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,628 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ScheduleChannel is the NOTIFY channel on which schedule changes are
+// announced, so that the leading scheduler reloads at once instead of at
+// its next poll.
+const ScheduleChannel = "starpipe_schedules"
+
+// Ledger statuses. A due time's row is created pending (the scan request
+// is queued), skipped (an earlier run of the schedule was still pending or
+// running) or missed (no scheduler was leading when it came due); the scan
+// worker moves a pending row to running and then to succeeded or failed.
+const (
+	LedgerPending   = "pending"
+	LedgerRunning   = "running"
+	LedgerSucceeded = "succeeded"
+	LedgerFailed    = "failed"
+	LedgerSkipped   = "skipped"
+	LedgerMissed    = "missed"
+)
+
+// Schedule is a stored scan schedule. The store keeps the full definition
+// as JSON (Spec) and copies the fields it queries on into columns; package
+// scheduler converts to and from its typed spec, so that store does not
+// import the scheduler (which imports store).
+type Schedule struct {
+	Name     string
+	Kind     string // external, authenticated or code
+	Enabled  bool
+	Cadence  string
+	Timezone string // IANA name; "" is stored as UTC
+	Start    string // biweekly anchor date (YYYY-MM-DD), or ""
+	Spec     json.RawMessage
+
+	// Set by the store; UpsertSchedule ignores them.
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	UpdatedBy   string
+	ActiveSince time.Time // since when the schedule owes runs (see the migration)
+	// LastFiredDue is the latest due time accounted for in the ledger; zero
+	// when none is.
+	LastFiredDue time.Time
+	// LastStatus and LastDue describe the most recent ledger row; empty and
+	// zero when the schedule has none.
+	LastStatus string
+	LastDue    time.Time
+}
+
+// LedgerEntry is one row of the run ledger.
+type LedgerEntry struct {
+	ID         int64     `json:"id"`
+	Schedule   string    `json:"schedule"`
+	Due        time.Time `json:"due"`
+	Status     string    `json:"status"`
+	CatchUp    bool      `json:"catch_up"`
+	RunID      string    `json:"run_id,omitempty"`
+	ClaimedAt  time.Time `json:"claimed_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// upsertMode says what UpsertSchedule, CreateSchedule and UpdateSchedule
+// accept.
+type upsertMode int
+
+const (
+	modeUpsert upsertMode = iota
+	modeCreate            // a live schedule of that name is ErrConflict
+	modeUpdate            // a missing (or deleted) schedule is ErrNotFound
+)
+
+// UpsertSchedule creates or replaces a schedule and reports whether it was
+// created (a deleted schedule of that name counts as created: it is
+// revived). Replacing it with an identical definition changes nothing and
+// logs nothing, so applying the same file twice is a no-op.
+func (s *Store) UpsertSchedule(ctx context.Context, sc Schedule, actor string) (created bool, err error) {
+	c, err := s.UpsertSchedules(ctx, []Schedule{sc}, actor)
+	if err != nil {
+		return false, err
+	}
+	return c[0], nil
+}
+
+// UpsertSchedules upserts several schedules in one transaction: all of
+// them are stored, or none is. created[i] reports whether scs[i] was new.
+func (s *Store) UpsertSchedules(ctx context.Context, scs []Schedule, actor string) (created []bool, err error) {
+	created = make([]bool, len(scs))
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		for i, sc := range scs {
+			c, err := s.upsertSchedule(ctx, tx, sc, actor, modeUpsert)
+			if err != nil {
+				return err
+			}
+			created[i] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return created, nil
+}
+
+// CreateSchedule stores a new schedule; a live schedule of the same name
+// is ErrConflict. A deleted one is revived.
+func (s *Store) CreateSchedule(ctx context.Context, sc Schedule, actor string) error {
+	return s.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := s.upsertSchedule(ctx, tx, sc, actor, modeCreate)
+		return err
+	})
+}
+
+// UpdateSchedule replaces an existing schedule; a missing or deleted one
+// is ErrNotFound.
+func (s *Store) UpdateSchedule(ctx context.Context, sc Schedule, actor string) error {
+	return s.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := s.upsertSchedule(ctx, tx, sc, actor, modeUpdate)
+		return err
+	})
+}
+
+func (s *Store) upsertSchedule(ctx context.Context, tx pgx.Tx, sc Schedule, actor string, mode upsertMode) (bool, error) {
+	if sc.Name == "" || actor == "" {
+		return false, errors.New("storing schedule: name and actor are required")
+	}
+	if !json.Valid(sc.Spec) {
+		return false, fmt.Errorf("storing schedule %q: spec is not valid JSON", sc.Name)
+	}
+	if sc.Timezone == "" {
+		sc.Timezone = "UTC"
+	}
+	var (
+		oldSpec                       json.RawMessage
+		oldEnabled, deleted, sameSpec bool
+		oldCadence, oldTZ, oldStart   string
+	)
+	err := tx.QueryRow(ctx, `
+		SELECT spec, enabled, cadence, timezone, start, deleted_at IS NOT NULL, spec = $2::jsonb
+		FROM schedules WHERE name = $1 FOR UPDATE`, sc.Name, string(sc.Spec)).
+		Scan(&oldSpec, &oldEnabled, &oldCadence, &oldTZ, &oldStart, &deleted, &sameSpec)
+	exists := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("storing schedule %q: %w", sc.Name, err)
+	}
+
+	switch {
+	case !exists && mode == modeUpdate, deleted && mode == modeUpdate:
+		return false, fmt.Errorf("updating schedule %q: %w", sc.Name, ErrNotFound)
+	case exists && !deleted && mode == modeCreate:
+		return false, fmt.Errorf("creating schedule %q: %w", sc.Name, ErrConflict)
+	case !exists:
+		_, err := tx.Exec(ctx, `
+			INSERT INTO schedules (name, spec, kind, enabled, cadence, timezone, start, updated_by)
+			VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8)`,
+			sc.Name, string(sc.Spec), sc.Kind, sc.Enabled, sc.Cadence, sc.Timezone, sc.Start, actor)
+		if isUniqueViolation(err) {
+			// Another writer created it between our SELECT and INSERT.
+			return false, fmt.Errorf("creating schedule %q: %w", sc.Name, ErrConflict)
+		}
+		if err != nil {
+			return false, fmt.Errorf("creating schedule %q: %w", sc.Name, err)
+		}
+		return true, s.scheduleChanged(ctx, tx, sc.Name, actor, "schedule.created", nil, sc.Spec)
+	case deleted:
+		// Revival: due times while it was deleted were never owed.
+		_, err := tx.Exec(ctx, `
+			UPDATE schedules SET spec = $2::jsonb, kind = $3, enabled = $4, cadence = $5, timezone = $6,
+			       start = $7, updated_by = $8, updated_at = now(), active_since = now(), deleted_at = NULL
+			WHERE name = $1`,
+			sc.Name, string(sc.Spec), sc.Kind, sc.Enabled, sc.Cadence, sc.Timezone, sc.Start, actor)
+		if err != nil {
+			return false, fmt.Errorf("re-creating schedule %q: %w", sc.Name, err)
+		}
+		return true, s.scheduleChanged(ctx, tx, sc.Name, actor, "schedule.created", nil, sc.Spec)
+	case sameSpec && oldEnabled == sc.Enabled:
+		return false, nil
+	}
+
+	// A new timing, or re-enabling, restarts what the schedule owes: due
+	// times under the old cadence, or while it was off, were not owed under
+	// the new definition and must not show up as missed.
+	restart := sc.Cadence != oldCadence || sc.Timezone != oldTZ || sc.Start != oldStart || (sc.Enabled && !oldEnabled)
+	_, err = tx.Exec(ctx, `
+		UPDATE schedules SET spec = $2::jsonb, kind = $3, enabled = $4, cadence = $5, timezone = $6,
+		       start = $7, updated_by = $8, updated_at = now(),
+		       active_since = CASE WHEN $9 THEN now() ELSE active_since END
+		WHERE name = $1`,
+		sc.Name, string(sc.Spec), sc.Kind, sc.Enabled, sc.Cadence, sc.Timezone, sc.Start, actor, restart)
+	if err != nil {
+		return false, fmt.Errorf("updating schedule %q: %w", sc.Name, err)
+	}
+	return false, s.scheduleChanged(ctx, tx, sc.Name, actor, "schedule.updated", oldSpec, sc.Spec)
+}
+
+// scheduleChanged logs a change and wakes the scheduler once tx commits.
+func (s *Store) scheduleChanged(ctx context.Context, tx pgx.Tx, name, actor, action string, before, after json.RawMessage) error {
+	a := Activity{Actor: actor, Action: action, SubjectType: "schedule", SubjectID: name}
+	// A nil json.RawMessage in an interface would marshal as "null", not
+	// SQL NULL.
+	if before != nil {
+		a.Before = before
+	}
+	if after != nil {
+		a.After = after
+	}
+	if _, err := s.AppendActivity(ctx, tx, a); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ScheduleChannel, name); err != nil {
+		return fmt.Errorf("notifying schedule change: %w", err)
+	}
+	return nil
+}
+
+// DeleteSchedule deletes a schedule. The row stays, marked deleted and
+// disabled, because ledger rows refer to it and are evidence; runs already
+// queued still complete. An unknown or already deleted name is ErrNotFound.
+func (s *Store) DeleteSchedule(ctx context.Context, name, actor string) error {
+	if actor == "" {
+		return errors.New("deleting schedule: actor is required")
+	}
+	return s.InTx(ctx, func(tx pgx.Tx) error {
+		var before json.RawMessage
+		err := tx.QueryRow(ctx, `
+			UPDATE schedules SET deleted_at = now(), enabled = false, updated_at = now(), updated_by = $2
+			WHERE name = $1 AND deleted_at IS NULL
+			RETURNING spec`, name, actor).Scan(&before)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("deleting schedule %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("deleting schedule %q: %w", name, err)
+		}
+		return s.scheduleChanged(ctx, tx, name, actor, "schedule.deleted", before, nil)
+	})
+}
+
+const scheduleQuery = `
+	SELECT s.name, s.kind, s.enabled, s.cadence, s.timezone, s.start, s.spec, s.created_at, s.updated_at,
+	       s.updated_by, s.active_since, s.last_fired_due, l.status, l.due_at
+	FROM schedules s
+	LEFT JOIN LATERAL (
+		SELECT status, due_at FROM schedule_ledger
+		WHERE schedule = s.name ORDER BY due_at DESC, id DESC LIMIT 1
+	) l ON true
+	WHERE s.deleted_at IS NULL`
+
+func scanSchedule(row pgx.CollectableRow) (Schedule, error) {
+	var (
+		sc         Schedule
+		last       *time.Time
+		lastStatus *string
+		lastDue    *time.Time
+	)
+	err := row.Scan(&sc.Name, &sc.Kind, &sc.Enabled, &sc.Cadence, &sc.Timezone, &sc.Start, &sc.Spec,
+		&sc.CreatedAt, &sc.UpdatedAt, &sc.UpdatedBy, &sc.ActiveSince, &last, &lastStatus, &lastDue)
+	if last != nil {
+		sc.LastFiredDue = *last
+	}
+	if lastStatus != nil {
+		sc.LastStatus = *lastStatus
+	}
+	if lastDue != nil {
+		sc.LastDue = *lastDue
+	}
+	return sc, err
+}
+
+// GetSchedule returns a live schedule, or ErrNotFound.
+func (s *Store) GetSchedule(ctx context.Context, name string) (Schedule, error) {
+	rows, _ := s.pool.Query(ctx, scheduleQuery+` AND s.name = $1`, name)
+	sc, err := pgx.CollectExactlyOneRow(rows, scanSchedule)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Schedule{}, fmt.Errorf("schedule %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return Schedule{}, fmt.Errorf("reading schedule %q: %w", name, err)
+	}
+	return sc, nil
+}
+
+// ListSchedules returns every live schedule (enabled or not) by name.
+func (s *Store) ListSchedules(ctx context.Context) ([]Schedule, error) {
+	rows, _ := s.pool.Query(ctx, scheduleQuery+` ORDER BY s.name`)
+	scs, err := pgx.CollectRows(rows, scanSchedule)
+	if err != nil {
+		return nil, fmt.Errorf("listing schedules: %w", err)
+	}
+	return scs, nil
+}
+
+// ClaimRequest asks ClaimDue to account for one due time of a schedule.
+type ClaimRequest struct {
+	Schedule string
+	Due      time.Time
+	// CatchUp marks the one run that stands in for missed due times; Due
+	// is then the latest missed due time, which has its own missed row.
+	CatchUp bool
+	// Now is the scheduler's clock, recorded as the row's claimed_at.
+	Now time.Time
+	// AbandonBefore, when set, fails the schedule's pending or running rows
+	// claimed before it (no worker reported an end in time), so that a
+	// lost scan request cannot block the schedule forever.
+	AbandonBefore time.Time
+	// Enqueue is called inside the claim's transaction when the run may
+	// start (status pending), with the new ledger id, to queue the scan
+	// request in the outbox: the claim and the request commit together.
+	Enqueue func(ctx context.Context, q DBTX, ledgerID int64) error
+}
+
+// Claim is what ClaimDue did.
+type Claim struct {
+	LedgerID int64
+	// Claimed is false when the due time already had a row: another
+	// scheduler instance claimed it, and this one must not fire it.
+	Claimed bool
+	// Status is the row's status: pending (fire), skipped (an earlier run
+	// is still unfinished; Blocker is its ledger id), or, when not
+	// Claimed, whatever the existing row holds.
+	Status  string
+	Blocker int64
+}
+
+// ClaimDue is the exactly-once claim for one due time: it inserts the
+// ledger row for (schedule, due, catch-up) unless one exists, as pending,
+// or as skipped when an earlier run of the schedule is still pending or
+// running, and advances the schedule's watermark. A deleted or unknown
+// schedule is ErrNotFound.
+func (s *Store) ClaimDue(ctx context.Context, req ClaimRequest) (Claim, error) {
+	var c Claim
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		c = Claim{}
+		// Locking the schedule row serialises claims of one schedule, so
+		// that the overlap check below sees every earlier claim.
+		var deleted bool
+		err := tx.QueryRow(ctx, `SELECT deleted_at IS NOT NULL FROM schedules WHERE name = $1 FOR UPDATE`, req.Schedule).Scan(&deleted)
+		if errors.Is(err, pgx.ErrNoRows) || deleted {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if !req.AbandonBefore.IsZero() {
+			_, err := tx.Exec(ctx, `
+				UPDATE schedule_ledger SET status = 'failed', finished_at = $3,
+				       error = 'abandoned: no worker reported the end of this run before ' || to_char($2 AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+				WHERE schedule = $1 AND status IN ('pending', 'running') AND claimed_at < $2`,
+				req.Schedule, req.AbandonBefore, req.Now)
+			if err != nil {
+				return fmt.Errorf("failing abandoned runs: %w", err)
+			}
+		}
+		err = tx.QueryRow(ctx, `
+			SELECT id FROM schedule_ledger
+			WHERE schedule = $1 AND status IN ('pending', 'running')
+			ORDER BY id LIMIT 1`, req.Schedule).Scan(&c.Blocker)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("checking for an unfinished run: %w", err)
+		}
+		c.Status = LedgerPending
+		errText := ""
+		if c.Blocker != 0 {
+			c.Status = LedgerSkipped
+			errText = "overlaps run " + strconv.FormatInt(c.Blocker, 10) + " of the ledger, which has not finished"
+		}
+		err = tx.QueryRow(ctx, `
+			INSERT INTO schedule_ledger (schedule, due_at, status, catch_up, claimed_at, error)
+			VALUES ($1, $2, $3, $4, $5, nullif($6, ''))
+			ON CONFLICT (schedule, due_at, catch_up) DO NOTHING
+			RETURNING id`,
+			req.Schedule, req.Due, c.Status, req.CatchUp, req.Now, errText).Scan(&c.LedgerID)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			c.Blocker = 0
+			if err := tx.QueryRow(ctx, `
+				SELECT id, status FROM schedule_ledger WHERE schedule = $1 AND due_at = $2 AND catch_up = $3`,
+				req.Schedule, req.Due, req.CatchUp).Scan(&c.LedgerID, &c.Status); err != nil {
+				return fmt.Errorf("reading the existing claim: %w", err)
+			}
+		case err != nil:
+			return err
+		default:
+			c.Claimed = true
+		}
+		if err := advanceWatermark(ctx, tx, req.Schedule, req.Due); err != nil {
+			return err
+		}
+		if c.Claimed && c.Status == LedgerPending && req.Enqueue != nil {
+			return req.Enqueue(ctx, tx, c.LedgerID)
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Claim{}, fmt.Errorf("claiming %s at %s: schedule %w", req.Schedule, req.Due.UTC().Format(time.RFC3339), err)
+		}
+		return Claim{}, fmt.Errorf("claiming %s at %s: %w", req.Schedule, req.Due.UTC().Format(time.RFC3339), err)
+	}
+	return c, nil
+}
+
+func advanceWatermark(ctx context.Context, q DBTX, schedule string, due time.Time) error {
+	_, err := q.Exec(ctx, `
+		UPDATE schedules SET last_fired_due = greatest(last_fired_due, $2)
+		WHERE name = $1`, schedule, due)
+	if err != nil {
+		return fmt.Errorf("advancing the watermark of %s: %w", schedule, err)
+	}
+	return nil
+}
+
+// RecordMissed records due times that passed without a leading scheduler
+// as missed, at the scheduler's time now, and advances the watermark. Due
+// times that already have a row keep it (another instance accounted for
+// them). It returns the number of rows added.
+func (s *Store) RecordMissed(ctx context.Context, schedule string, dues []time.Time, now time.Time) (int, error) {
+	if len(dues) == 0 {
+		return 0, nil
+	}
+	latest := dues[0]
+	for _, d := range dues {
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	var n int64
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO schedule_ledger (schedule, due_at, status, claimed_at, error)
+			SELECT $1, d, 'missed', $3, 'no scheduler was leading at the due time'
+			FROM unnest($2::timestamptz[]) AS d
+			ON CONFLICT (schedule, due_at, catch_up) DO NOTHING`, schedule, dues, now)
+		if err != nil {
+			return err
+		}
+		n = tag.RowsAffected()
+		return advanceWatermark(ctx, tx, schedule, latest)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("recording %d missed due times of %s: %w", len(dues), schedule, err)
+	}
+	return int(n), nil
+}
+
+// MarkLedger records the progress of a scheduled run; the scan worker
+// calls it. status is running (sets started_at), succeeded or failed (set
+// finished_at); runID, when not empty, links the scan run it produced;
+// errText says why a run failed.
+//
+// Replays are harmless: marking a row with the status it has, or running
+// once it has finished, changes nothing and returns nil. Changing a
+// finished row to the other outcome is ErrConflict (for example a run that
+// the scheduler gave up on as abandoned and that then succeeded); an
+// unknown id is ErrNotFound.
+func (s *Store) MarkLedger(ctx context.Context, id int64, status, runID, errText string) error {
+	switch status {
+	case LedgerRunning, LedgerSucceeded, LedgerFailed:
+	default:
+		return fmt.Errorf("marking ledger row %d: status %q is not running, succeeded or failed", id, status)
+	}
+	if runID != "" && !isUUID(runID) {
+		return fmt.Errorf("marking ledger row %d: run id %q is not a UUID", id, runID)
+	}
+	tag, err := s.pool.Exec(ctx, `
+		UPDATE schedule_ledger SET
+		       status = $2,
+		       run_id = coalesce(nullif($3, '')::uuid, run_id),
+		       error = coalesce(nullif($4, ''), error),
+		       started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+		       finished_at = CASE WHEN $2 <> 'running' THEN now() ELSE finished_at END
+		WHERE id = $1 AND (status = 'pending' OR (status = 'running' AND $2 <> 'running'))`,
+		id, status, runID, errText)
+	if err != nil {
+		return fmt.Errorf("marking ledger row %d %s: %w", id, status, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var cur string
+	err = s.pool.QueryRow(ctx, `SELECT status FROM schedule_ledger WHERE id = $1`, id).Scan(&cur)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("marking ledger row %d: %w", id, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("marking ledger row %d: %w", id, err)
+	case cur == status, status == LedgerRunning:
+		return nil
+	default:
+		return fmt.Errorf("marking ledger row %d %s: it is already %s: %w", id, status, cur, ErrConflict)
+	}
+}
+
+// RunningFor reports whether a schedule has a run that is pending or
+// running, i.e. whether firing it now would overlap.
+func (s *Store) RunningFor(ctx context.Context, schedule string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM schedule_ledger WHERE schedule = $1 AND status IN ('pending', 'running'))`,
+		schedule).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("checking for unfinished runs of %s: %w", schedule, err)
+	}
+	return ok, nil
+}
+
+// ListLedger returns the ledger rows of a schedule (every schedule when
+// schedule is empty, deleted ones included) whose due time is in
+// [from, to); a zero bound is open. Rows come in due-time order, a
+// catch-up run after the missed row it stands in for.
+func (s *Store) ListLedger(ctx context.Context, schedule string, from, to time.Time) ([]LedgerEntry, error) {
+	var fromArg, toArg *time.Time
+	if !from.IsZero() {
+		fromArg = &from
+	}
+	if !to.IsZero() {
+		toArg = &to
+	}
+	rows, _ := s.pool.Query(ctx, `
+		SELECT id, schedule, due_at, status, catch_up, coalesce(run_id::text, ''), claimed_at,
+		       started_at, finished_at, coalesce(error, '')
+		FROM schedule_ledger
+		WHERE ($1 = '' OR schedule = $1)
+		  AND ($2::timestamptz IS NULL OR due_at >= $2)
+		  AND ($3::timestamptz IS NULL OR due_at < $3)
+		ORDER BY due_at, schedule, catch_up, id`, schedule, fromArg, toArg)
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (LedgerEntry, error) {
+		var (
+			e                 LedgerEntry
+			started, finished *time.Time
+		)
+		err := row.Scan(&e.ID, &e.Schedule, &e.Due, &e.Status, &e.CatchUp, &e.RunID, &e.ClaimedAt,
+			&started, &finished, &e.Error)
+		if started != nil {
+			e.StartedAt = *started
+		}
+		if finished != nil {
+			e.FinishedAt = *finished
+		}
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the ledger: %w", err)
+	}
+	return out, nil
+}
+
+// LeaderSession is a dedicated connection holding a session-level
+// advisory lock: while it lives, its owner is the only leading scheduler.
+// PostgreSQL releases the lock when the session ends, however it ends, so
+// a crashed leader cannot keep the others waiting. It is not safe for
+// concurrent use: one goroutine owns it.
+type LeaderSession struct {
+	conn *pgx.Conn
+}
+
+// TryLead opens a dedicated connection and tries to take the advisory lock
+// key without waiting. ok is false when another session holds it. The
+// session also listens on ScheduleChannel.
+func (s *Store) TryLead(ctx context.Context, key int64) (sess *LeaderSession, ok bool, err error) {
+	cfg := s.pool.Config().ConnConfig.Copy()
+	// Outside the pool: the pool may close idle connections, and losing
+	// this one would drop the lock.
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, false, fmt.Errorf("connecting for the scheduler lock: %w", err)
+	}
+	fail := func(err error) (*LeaderSession, bool, error) {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, false, err
+	}
+	// Server-side keepalives make PostgreSQL notice a vanished leader host
+	// within about a minute and release its lock, instead of after the
+	// operating system's default of two hours.
+	if _, err := conn.Exec(ctx, `SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3`); err != nil {
+		return fail(fmt.Errorf("setting keepalives on the scheduler lock session: %w", err))
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
+		return fail(fmt.Errorf("trying the scheduler lock: %w", err))
+	}
+	if !ok {
+		return fail(nil)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+ScheduleChannel); err != nil {
+		return fail(fmt.Errorf("listening for schedule changes: %w", err))
+	}
+	return &LeaderSession{conn: conn}, true, nil
+}
+
+// Wait blocks for up to d until a schedule change is announced (changed
+// true) or d passes, then checks that the session is still alive. An error
+// means the session, and with it the lock, is lost (or ctx is done); the
+// caller must stop leading and Close it.
+func (l *LeaderSession) Wait(ctx context.Context, d time.Duration) (changed bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	_, err = l.conn.WaitForNotification(wctx)
+	cancel()
+	switch {
+	case err == nil:
+		return true, nil
+	case ctx.Err() != nil:
+		return false, ctx.Err()
+	case !errors.Is(err, context.DeadlineExceeded):
+		return false, fmt.Errorf("scheduler lock session: %w", err)
+	}
+	// A silent wait proves nothing about the connection: a round trip does.
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := l.conn.Ping(pctx); err != nil {
+		return false, fmt.Errorf("scheduler lock session: %w", err)
+	}
+	return false, nil
+}
+
+// Close ends the session, which releases the lock.
+func (l *LeaderSession) Close(ctx context.Context) error {
+	return l.conn.Close(ctx)
+}
