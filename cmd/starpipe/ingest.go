@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -31,6 +32,14 @@ type ingestFlags struct {
 	explain       bool
 	mapping       string
 	limits        parse.Limits
+
+	// Storing modes.
+	server   string
+	token    string
+	wait     bool
+	timeout  time.Duration
+	schedule string
+	cfgFile  string
 }
 
 func newIngestCmd() *cobra.Command {
@@ -44,11 +53,17 @@ content unless --format says otherwise; "-" reads standard input.
 
 With --dry-run nothing is stored: each file gets one JSON summary line on
 standard output, preceded by one line per finding and asset with
---print-findings. The exit status is 1 when any file could not be parsed.`,
+--print-findings. The exit status is 1 when any file could not be parsed.
+
+Without --dry-run each file becomes a scan run: with --server it is uploaded
+to a running daemon (POST /v1/runs, token from --token or STARPIPE_TOKEN);
+without it, it is stored straight into the configured database and queued
+for the configured brokers. Either way the run id is printed; --wait waits
+for the run to finish and prints its summary. --scope is required.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !fl.dryRun {
-				return errors.New("ingest without --dry-run needs --server or a configured database (not yet wired)")
+				return runSubmit(cmd, args, fl)
 			}
 			return runDryRun(cmd, args, fl)
 		},
@@ -61,6 +76,12 @@ standard output, preceded by one line per finding and asset with
 	f.BoolVar(&fl.printFindings, "print-findings", false, "print every normalised finding and asset as a JSON line")
 	f.BoolVar(&fl.explain, "explain", false, "with --print-findings, show the controls each finding maps to and why")
 	f.StringVar(&fl.mapping, "mapping", "", "mapping rules file (default: the built-in rules)")
+	f.StringVar(&fl.server, "server", "", "daemon URL to upload to, e.g. http://127.0.0.1:8080")
+	f.StringVar(&fl.token, "token", "", "API token for --server (default: $STARPIPE_TOKEN)")
+	f.BoolVar(&fl.wait, "wait", false, "wait for each run to finish and print its summary")
+	f.DurationVar(&fl.timeout, "timeout", 10*time.Minute, "how long --wait waits for one run")
+	f.StringVar(&fl.schedule, "schedule", "", "schedule the run belongs to (optional)")
+	f.StringVarP(&fl.cfgFile, "config", "c", "", "configuration file for storing without --server")
 	f.Int64Var(&fl.limits.MaxBytes, "max-bytes", 0, "largest file accepted, in bytes (0: default 4 GiB, -1: no limit)")
 	f.IntVar(&fl.limits.MaxDepth, "max-depth", 0, "deepest JSON nesting accepted (0: default 128, -1: no limit)")
 	f.IntVar(&fl.limits.MaxString, "max-string", 0, "longest JSON string or text line accepted, in bytes (0: default 16 MiB, -1: no limit)")

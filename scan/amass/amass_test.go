@@ -109,7 +109,7 @@ func TestRunBruteForce(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	t.Logf("enumeration took %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("enumeration took %v; output:\n%s", time.Since(start).Round(time.Millisecond), buf.String())
 
 	got := map[string][]string{}
 	var names []string
