@@ -37,16 +37,16 @@ func (s *Server) registerRead() {
 }
 
 // page is the JSON shape of a list: next is null on the last page.
-type page[T any] struct {
+type listPage[T any] struct {
 	Items []T     `json:"items"`
 	Next  *string `json:"next"`
 }
 
-func newPage[T any](items []T, next string) page[T] {
+func newListPage[T any](items []T, next string) listPage[T] {
 	if items == nil {
 		items = []T{}
 	}
-	p := page[T]{Items: items}
+	p := listPage[T]{Items: items}
 	if next != "" {
 		p.Next = &next
 	}
@@ -61,7 +61,7 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 	}
 	f := store.RunFilter{Scope: q.one("scope"), ScheduleID: q.one("schedule"), Cursor: q.one("cursor")}
 	if f.Status = q.one("status"); f.Status != "" && !slices.Contains(store.RunStatuses(), f.Status) {
-		writeParamError(w, &paramError{"status", fmt.Sprintf("invalid status %q (allowed: %s)", f.Status, strings.Join(store.RunStatuses(), ", "))})
+		writeParamError(w, &queryParamError{fmt.Sprintf("invalid status %q (allowed: %s)", f.Status, strings.Join(store.RunStatuses(), ", "))})
 		return
 	}
 	if f.Limit, err = q.limit(); err != nil {
@@ -73,7 +73,7 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 		s.readFailed(w, r, err, "runs")
 		return
 	}
-	writeJSON(w, http.StatusOK, newPage(runs, next))
+	writeJSON(w, http.StatusOK, newListPage(runs, next))
 }
 
 func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
@@ -122,12 +122,12 @@ func (s *Server) listFindings(w http.ResponseWriter, r *http.Request) {
 		s.readFailed(w, r, err, "findings")
 		return
 	}
-	writeJSON(w, http.StatusOK, newPage(items, next))
+	writeJSON(w, http.StatusOK, newListPage(items, next))
 }
 
 // findingFilter validates the findings query so that a bad value is a 400
 // naming its parameter rather than an empty list.
-func (s *Server) findingFilter(q query) (store.FindingFilter, error) {
+func (s *Server) findingFilter(q queryParams) (store.FindingFilter, error) {
 	f := store.FindingFilter{Scope: q.one("scope"), Tool: q.one("tool"), Cursor: q.one("cursor")}
 	var err error
 	if f.Limit, err = q.limit(); err != nil {
@@ -136,21 +136,21 @@ func (s *Server) findingFilter(q query) (store.FindingFilter, error) {
 	for _, v := range q.list("status") {
 		st, err := finding.ParseStatus(v)
 		if err != nil {
-			return f, &paramError{"status", err.Error()}
+			return f, &queryParamError{err.Error()}
 		}
-		f.Status = appendUnique(f.Status, string(st))
+		f.Status = appendIfMissing(f.Status, string(st))
 	}
 	for _, v := range q.list("severity") {
 		sev, ok := finding.ParseSeverity(v)
 		if !ok {
-			return f, &paramError{"severity", fmt.Sprintf("invalid severity %q (allowed: info, low, medium, high, critical)", v)}
+			return f, &queryParamError{fmt.Sprintf("invalid severity %q (allowed: info, low, medium, high, critical)", v)}
 		}
-		f.Severity = appendUnique(f.Severity, sev.String())
+		f.Severity = appendIfMissing(f.Severity, sev.String())
 	}
 	if k := q.one("kind"); k != "" {
 		kind, err := finding.ParseScanKind(k)
 		if err != nil {
-			return f, &paramError{"kind", err.Error()}
+			return f, &queryParamError{err.Error()}
 		}
 		f.Kind = string(kind)
 	}
@@ -181,7 +181,7 @@ func (s *Server) ccmVersion(v string, orDefault bool) (string, error) {
 	}
 	canon, ok := cats.Resolve(v)
 	if !ok {
-		return "", &paramError{"version", fmt.Sprintf("unknown CCM version %q (known: %s)", v, strings.Join(cats.Versions(), ", "))}
+		return "", &queryParamError{fmt.Sprintf("unknown CCM version %q (known: %s)", v, strings.Join(cats.Versions(), ", "))}
 	}
 	return canon, nil
 }
@@ -210,7 +210,7 @@ func (s *Server) controlID(id, version string) (string, error) {
 	if version != "" {
 		in = "CCM " + version
 	}
-	return "", &paramError{"control", fmt.Sprintf("unknown control %q in %s", id, in)}
+	return "", &queryParamError{fmt.Sprintf("unknown control %q in %s", id, in)}
 }
 
 // csvColumns is the header row of the findings export.
@@ -382,7 +382,7 @@ func (s *Server) listControls(w http.ResponseWriter, r *http.Request) {
 	all := false
 	if v := q.one("all"); v != "" {
 		if all, err = strconv.ParseBool(v); err != nil {
-			writeParamError(w, &paramError{"all", fmt.Sprintf("invalid all %q (want true or false)", v)})
+			writeParamError(w, &queryParamError{fmt.Sprintf("invalid all %q (want true or false)", v)})
 			return
 		}
 	}
@@ -456,43 +456,41 @@ func (s *Server) readFailed(w http.ResponseWriter, r *http.Request, err error, w
 	}
 }
 
-// paramError is a bad query parameter.
-type paramError struct {
-	param string
-	msg   string
-}
+// queryParamError is a bad query parameter; its message names the
+// parameter.
+type queryParamError struct{ msg string }
 
-func (e *paramError) Error() string { return e.msg }
+func (e *queryParamError) Error() string { return e.msg }
 
 func writeParamError(w http.ResponseWriter, err error) {
 	writeError(w, http.StatusBadRequest, "invalid_parameter", err.Error())
 }
 
-// query is a validated URL query.
-type query struct{ v url.Values }
+// queryParams is a validated URL query.
+type queryParams struct{ v url.Values }
 
 // readQuery rejects parameters outside allowed, so that a misspelt filter
 // (severities=high) is an error rather than an unfiltered answer, and
 // single-valued parameters given twice.
-func readQuery(v url.Values, allowed ...string) (query, error) {
+func readQuery(v url.Values, allowed ...string) (queryParams, error) {
 	for k, vals := range v {
 		if !slices.Contains(allowed, k) {
-			return query{}, &paramError{k, fmt.Sprintf("unknown query parameter %q (allowed: %s)", k, strings.Join(allowed, ", "))}
+			return queryParams{}, &queryParamError{fmt.Sprintf("unknown query parameter %q (allowed: %s)", k, strings.Join(allowed, ", "))}
 		}
-		if len(vals) > 1 && !multiValued(k) {
-			return query{}, &paramError{k, fmt.Sprintf("query parameter %q given %d times", k, len(vals))}
+		if len(vals) > 1 && !multiValuedParam(k) {
+			return queryParams{}, &queryParamError{fmt.Sprintf("query parameter %q given %d times", k, len(vals))}
 		}
 	}
-	return query{v}, nil
+	return queryParams{v}, nil
 }
 
-func multiValued(k string) bool { return k == "status" || k == "severity" }
+func multiValuedParam(k string) bool { return k == "status" || k == "severity" }
 
-func (q query) one(k string) string { return strings.TrimSpace(q.v.Get(k)) }
+func (q queryParams) one(k string) string { return strings.TrimSpace(q.v.Get(k)) }
 
 // list splits comma-separated and repeated values: severity=high,critical
 // is severity=high&severity=critical.
-func (q query) list(k string) []string {
+func (q queryParams) list(k string) []string {
 	var out []string
 	for _, v := range q.v[k] {
 		for p := range strings.SplitSeq(v, ",") {
@@ -504,19 +502,19 @@ func (q query) list(k string) []string {
 	return out
 }
 
-func (q query) limit() (int, error) {
+func (q queryParams) limit() (int, error) {
 	v := q.one("limit")
 	if v == "" {
 		return store.DefaultPageSize, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > store.MaxPageSize {
-		return 0, &paramError{"limit", fmt.Sprintf("invalid limit %q (want an integer from 1 to %d)", v, store.MaxPageSize)}
+		return 0, &queryParamError{fmt.Sprintf("invalid limit %q (want an integer from 1 to %d)", v, store.MaxPageSize)}
 	}
 	return n, nil
 }
 
-func appendUnique(s []string, v string) []string {
+func appendIfMissing(s []string, v string) []string {
 	if slices.Contains(s, v) {
 		return s
 	}

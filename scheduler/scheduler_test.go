@@ -11,6 +11,7 @@ import (
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/scheduler"
+	"github.com/starpipe/starpipe/scheduler/cadence"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
@@ -337,39 +338,55 @@ func TestOverlapSkipped(t *testing.T) {
 }
 
 // TestReloadOnChange adds a schedule while the leader waits: the NOTIFY
-// from the store makes it wait for the new, earlier due time.
+// from the store makes it wait for the new, earlier due time. The store
+// stamps new schedules with the database's time, so this test's clock
+// starts at the real time.
 func TestReloadOnChange(t *testing.T) {
 	t.Parallel()
 	st, _ := storetest.New(t)
-	addDaily(t, st, "web")
-	clk := newFakeClock(t0.Add(time.Hour))
-	start(t, st, clk, 0)
-	clk.awaitTimers(t, day(0), 1)
-
-	sp := spec.Schedule{
-		Name:    "early",
-		Kind:    finding.KindExternal,
-		Targets: spec.Targets{URLs: []string{"http://127.0.0.1:8081"}},
-		Cadence: "daily@01:30",
+	every := func(name, d string) (spec.Schedule, cadence.Cadence) {
+		sp := spec.Schedule{
+			Name:    name,
+			Kind:    finding.KindExternal,
+			Targets: spec.Targets{URLs: []string{"http://127.0.0.1:8081"}},
+			Cadence: "@every " + d,
+		}
+		c, err := sp.CadenceOf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sp, c
 	}
-	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test"); err != nil {
+	web, every2h := every("web", "2h")
+	early, every1h := every("early", "1h")
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{web}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	clk.awaitTimers(t, t0.Add(90*time.Minute), 1)
+	now := time.Now()
+	clk := newFakeClock(now)
+	start(t, st, clk, 0)
+	clk.awaitTimers(t, every2h.Next(now), 1)
+
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{early}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	clk.awaitTimers(t, every1h.Next(now), 1)
 
 	// Disabling it stops it from firing.
 	off := false
-	sp.Enabled = &off
-	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test"); err != nil {
+	early.Enabled = &off
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{early}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	clk.awaitTimers(t, day(0), 2) // the first wait plus the one after the reload
-	clk.Set(day(0))
-	clk.awaitTimers(t, day(1), 1)
+	clk.awaitTimers(t, every2h.Next(now), 2) // the first wait plus the one after this reload
+	clk.Set(every2h.Next(now))
+	clk.awaitTimers(t, every2h.Next(every2h.Next(now)), 1)
 	if es := ledger(t, st, "early"); len(es) != 0 {
 		t.Fatalf("disabled schedule fired: %+v", es)
 	}
-	wantLedger(t, st, "web", row{day(0), store.LedgerPending, false})
+	if es := ledger(t, st, "web"); len(es) != 1 || es[0].Status != store.LedgerPending {
+		t.Fatalf("web ledger %+v, want one pending run", es)
+	}
 }
 
 func TestNewNeedsStore(t *testing.T) {

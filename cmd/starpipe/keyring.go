@@ -85,11 +85,13 @@ func currentKey(stateDir, keyFile string, create bool) (vault.Key, keySource, er
 	}
 	path := filepath.Join(stateDir, devKeyFile)
 	k, err = vault.LoadKeyFile(path)
-	if err == nil || !create || !errors.Is(err, fs.ErrNotExist) {
-		if errors.Is(err, fs.ErrNotExist) {
-			return vault.Key{}, keySource{}, fmt.Errorf("no master key: set %s, configure vault.key_file, or start `starpipe dev` once to create %s", vault.EnvMasterKey, path)
-		}
-		return k, keySource{file: path}, err
+	switch {
+	case err == nil:
+		return k, keySource{file: path}, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return vault.Key{}, keySource{}, err
+	case !create:
+		return vault.Key{}, keySource{}, fmt.Errorf("no master key: set %s, configure vault.key_file, or start `starpipe dev` once to create %s", vault.EnvMasterKey, path)
 	}
 	if k, err = vault.GenerateKey(); err != nil {
 		return vault.Key{}, keySource{}, err

@@ -48,10 +48,18 @@ func newTestRepo(t *testing.T) testRepo {
 		t.Fatal(err)
 	}
 	sig := &object.Signature{Name: "test", Email: "test@example.invalid", When: time.Unix(1700000000, 0)}
-	commit := func(files map[string]string) string {
+	// commit writes and commits files; a nil body commits the path as it
+	// is on disk (a symlink must never be written through).
+	commit := func(files map[string]*string) string {
 		t.Helper()
 		for name, body := range files {
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			if body == nil {
+				if _, err := wt.Add(name); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(*body), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := wt.Add(name); err != nil {
@@ -72,21 +80,27 @@ func newTestRepo(t *testing.T) testRepo {
 	}
 	var r testRepo
 	r.dir = dir
-	commit(map[string]string{"README": "test repository\n", "findings.sarif": sarifMain})
-	// A link out of the checkout, to check that OutputFile cannot follow it.
-	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "escape.sarif")); err != nil {
-		t.Fatal(err)
-	}
-	r.head = commit(map[string]string{"escape.sarif": ""})
-
+	commit(map[string]*string{"README": ptr("test repository\n"), "findings.sarif": ptr(sarifMain)})
 	checkout("feature", true)
-	r.feature = commit(map[string]string{"findings.sarif": sarifFeature})
+	r.feature = commit(map[string]*string{"findings.sarif": ptr(sarifFeature)})
 	checkout("tagging", true)
-	r.tagged = commit(map[string]string{"findings.sarif": sarifTagged})
+	r.tagged = commit(map[string]*string{"findings.sarif": ptr(sarifTagged)})
 	if _, err := repo.CreateTag("v1", plumbing.NewHash(r.tagged), &git.CreateTagOptions{Tagger: sig, Message: "v1"}); err != nil {
 		t.Fatal(err)
 	}
 	checkout("master", false)
+	// A link out of the checkout, to check that OutputFile cannot follow
+	// it. It comes last, so no checkout ever writes through it, and it
+	// points at a file of the test's own, never a system file.
+	outside := filepath.Join(t.TempDir(), "outside.sarif")
+	if err := os.WriteFile(outside, []byte(`{"outside":true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "escape.sarif")); err != nil {
+		t.Fatal(err)
+	}
+	r.head = commit(map[string]*string{"escape.sarif": nil})
+
 	return r
 }
 
@@ -505,3 +519,5 @@ func TestScope(t *testing.T) {
 		}
 	}
 }
+
+func ptr(s string) *string { return &s }

@@ -4,7 +4,7 @@
 //
 // The runner is built for a daemon that must never reach beyond its
 // targets: it creates one engine per scan, disables template updates and
-// the SDK's version check (see blockPhoneHome), keeps interactsh off unless
+// the SDK's version check (see isolate), keeps interactsh off unless
 // the configuration asks for it, and removes every configured header value
 // (scan credentials) from what it writes.
 //
@@ -62,9 +62,10 @@ type Config struct {
 	// directory chosen by scan/nucleienv; when StateDir is empty the
 	// temporary directory goes there too.
 	StateDir string
-	// Resolvers are DNS servers (ip:port) for hostname targets. When empty
-	// the system resolvers are used; nuclei's built-in public resolvers
-	// never are.
+	// Resolvers are the DNS servers (ip:port) the scan may ask, for
+	// hostname targets and DNS templates. When empty, the name servers of
+	// /etc/resolv.conf are used; nuclei's built-in public resolvers never
+	// are.
 	Resolvers []string
 	// Concurrency bounds templates per host and hosts per template
 	// (DefaultConcurrency when zero).
@@ -127,7 +128,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Stats, error) {
 	if err := prepareConfigDir(); err != nil {
 		return st, err
 	}
-	blockPhoneHome()
+	if err := isolate(); err != nil {
+		return st, err
+	}
+	if len(cfg.Resolvers) == 0 {
+		if cfg.Resolvers, err = systemResolvers("/etc/resolv.conf"); err != nil {
+			return st, err
+		}
+	}
 
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -238,8 +246,10 @@ func engineOptions(ctx context.Context, cfg Config) ([]nucleilib.NucleiSDKOption
 		nucleilib.WithTemplateUpdateCallback(true, nil),
 		nucleilib.WithInteractshOptions(ish),
 		nucleilib.WithNetworkConfig(nucleilib.NetworkConfig{
+			// Exactly these resolvers: SystemResolvers would add Go's
+			// resolver as a fallback, and isolate keeps fastdialer from
+			// adding resolv.conf's.
 			InternalResolversList: cfg.Resolvers,
-			SystemResolvers:       len(cfg.Resolvers) == 0,
 			Timeout:               secs,
 			Retries:               1,
 			MaxHostError:          30,

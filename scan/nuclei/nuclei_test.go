@@ -215,7 +215,9 @@ func TestTemplatesLoad(t *testing.T) {
 	if err := prepareConfigDir(); err != nil {
 		t.Fatal(err)
 	}
-	blockPhoneHome()
+	if err := isolate(); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	opts, err := engineOptions(ctx, Config{TemplateDirs: []string{templatesDir}, StateDir: t.TempDir()})
 	if err != nil {
@@ -459,5 +461,53 @@ func TestRedactor(t *testing.T) {
 	}
 	if _, err := newRedactor([]string{"no colon here"}); err == nil {
 		t.Error("a header without a colon was accepted")
+	}
+}
+
+// BenchmarkRun measures one whole scan (engine creation, loading the
+// shipped templates, scanning one loopback target, closing) against the
+// vulnerable test server.
+func BenchmarkRun(b *testing.B) {
+	var vlog requestLog
+	vuln := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		vlog.add(r)
+		if r.URL.Path == "/.git/config" {
+			fmt.Fprint(w, "[core]\n\trepositoryformatversion = 0\n")
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer vuln.Close()
+	state := b.TempDir()
+	cfg := Config{Targets: []string{vuln.URL}, TemplateDirs: []string{templatesDir}, StateDir: state}
+	for b.Loop() {
+		var buf bytes.Buffer
+		if _, err := Run(context.Background(), cfg, &buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEngine measures engine creation, template loading and Close
+// without a scan.
+func BenchmarkEngine(b *testing.B) {
+	if err := isolate(); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	state := b.TempDir()
+	for b.Loop() {
+		opts, err := engineOptions(ctx, Config{TemplateDirs: []string{templatesDir}, StateDir: state})
+		if err != nil {
+			b.Fatal(err)
+		}
+		e, err := nucleilib.NewNucleiEngineCtx(ctx, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.LoadAllTemplates(); err != nil {
+			b.Fatal(err)
+		}
+		e.Close()
 	}
 }

@@ -1,0 +1,450 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/finding"
+	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/mapping"
+	"github.com/starpipe/starpipe/relay"
+	"github.com/starpipe/starpipe/scoring"
+	"github.com/starpipe/starpipe/store"
+	"github.com/starpipe/starpipe/store/storetest"
+)
+
+// The tests in this package run the pipeline against the real thing: a
+// private PostgreSQL (storetest, or a pgcluster of their own where the
+// server must be stopped) and the Kafka protocol through the embedded kfake
+// broker. Nothing stands in for either.
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// harnessOpts tune newHarness.
+type harnessOpts struct {
+	// st, when set, is used instead of a fresh storetest database.
+	st *store.Store
+	// embedded configures the broker; Port and DataDir let a test restart
+	// it in place.
+	embedded bus.EmbeddedConfig
+	// noBroker starts nothing Kafka-side: the test starts the broker.
+	noBroker bool
+	// batchSize is findings per message (default 50: small files still
+	// span several batches).
+	batchSize int
+	// noConsumer leaves the ingest consumer to the test.
+	noConsumer bool
+	logLevel   slog.Level
+}
+
+// harness is one pipeline: database, broker, producer, relay, intake and
+// ingest consumer, wired as cmd/starpipe/serve.go wires them.
+type harness struct {
+	t      testing.TB
+	ctx    context.Context
+	st     *store.Store
+	log    *slog.Logger
+	ecfg   bus.EmbeddedConfig
+	broker *bus.Embedded
+	bcfg   bus.Config
+	prod   *bus.Producer
+	intake *pipeline.Intake
+	cons   *pipeline.Consumer
+
+	mu    sync.Mutex
+	stops []func() // background parts, stopped in reverse order
+}
+
+const group = "starpipe-ingest"
+
+func newHarness(t testing.TB, o harnessOpts) *harness {
+	t.Helper()
+	h := &harness{t: t, ctx: t.Context()}
+	h.log = testLogger(t, o.logLevel)
+	if o.st != nil {
+		h.st = o.st
+	} else {
+		h.st, _ = storetest.New(t)
+	}
+	h.ecfg = o.embedded
+	if h.ecfg.GroupMinSessionTimeout == 0 {
+		h.ecfg.GroupMinSessionTimeout = 500 * time.Millisecond
+	}
+	if h.ecfg.Partitions == 0 {
+		h.ecfg.Partitions = 2
+	}
+	if h.ecfg.Port == 0 {
+		h.ecfg.Port = freePort(t)
+	}
+	if !o.noBroker {
+		h.startBroker()
+	}
+	h.bcfg = bus.Config{
+		Brokers:           []string{fmt.Sprintf("127.0.0.1:%d", h.ecfg.Port)},
+		Partitions:        h.ecfg.Partitions,
+		SessionTimeout:    2 * time.Second,
+		HeartbeatInterval: 200 * time.Millisecond,
+	}.WithDefaults()
+	h.prod = bus.NewProducer(h.bcfg, h.log)
+	t.Cleanup(func() { h.prod.Close() })
+
+	m, err := mapping.Default(mapping.WithAllVersions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrich := func(f *finding.Finding) {
+		scoring.Apply(f, nil)
+		m.Apply(f)
+	}
+	bs := o.batchSize
+	if bs == 0 {
+		bs = 50
+	}
+	h.intake = pipeline.NewIntake(h.st, 64<<20, "", h.log)
+	h.cons = pipeline.NewConsumer(h.st, h.prod, enrich, pipeline.Config{BatchSize: bs, Limits: parse.Limits{}}, h.log, nil)
+	t.Cleanup(h.stopAll)
+
+	h.goBackground("relay", func(ctx context.Context) error {
+		return relay.New(h.st, h.prod, h.log, relay.WithPollInterval(200*time.Millisecond)).Run(ctx)
+	})
+	if !o.noConsumer {
+		h.startConsumer()
+	}
+	return h
+}
+
+// startBroker starts (or restarts, with the same port and data directory)
+// the embedded broker.
+func (h *harness) startBroker() {
+	h.t.Helper()
+	var err error
+	// The port of a broker just closed can take a moment to free up.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h.broker, err = bus.StartEmbedded(h.ctx, h.ecfg, h.log)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		if !pollWait(h.ctx, 100*time.Millisecond) {
+			break
+		}
+	}
+	if err != nil {
+		h.t.Fatalf("starting embedded broker: %v", err)
+	}
+	b := h.broker
+	h.t.Cleanup(b.Close)
+}
+
+// startConsumer runs the ingest consumer as serve does; the returned
+// function stops it and waits.
+func (h *harness) startConsumer() func() {
+	return h.startConsumerWith(h.cons.Handle)
+}
+
+func (h *harness) startConsumerWith(handle bus.Handler) func() {
+	return h.goBackground("consumer", func(ctx context.Context) error {
+		c := bus.NewConsumer(h.bcfg, group, bus.TopicScanResults, h.log)
+		return c.Run(ctx, handle, bus.RunOptions{
+			DLQ: h.prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second,
+		})
+	})
+}
+
+// goBackground runs fn until the returned stop function (or the test's
+// end) cancels it.
+func (h *harness) goBackground(name string, fn func(ctx context.Context) error) func() {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(h.ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := fn(ctx); err != nil && ctx.Err() == nil {
+			h.log.Error("background part stopped", "part", name, "err", err)
+		}
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				h.t.Errorf("%s did not stop within 30s", name)
+			}
+		})
+	}
+	h.mu.Lock()
+	h.stops = append(h.stops, stop)
+	h.mu.Unlock()
+	return stop
+}
+
+func (h *harness) stopAll() {
+	h.mu.Lock()
+	stops := h.stops
+	h.stops = nil
+	h.mu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+}
+
+// submit uploads data for scope and returns the run id.
+func (h *harness) submit(scope string, data []byte) string {
+	h.t.Helper()
+	id, err := h.intake.Submit(h.ctx, bytes.NewReader(data), pipeline.Request{Scope: scope, FileName: scope + ".sarif"})
+	if err != nil {
+		h.t.Fatalf("submit %s: %v", scope, err)
+	}
+	return id
+}
+
+// waitRunStatus polls the run until it has status want, and fails the test
+// at the deadline or as soon as the run ends in another status.
+func (h *harness) waitRunStatus(runID, want string, timeout time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var status, errText string
+	for {
+		err := h.st.Pool().QueryRow(h.ctx, `SELECT status, coalesce(error, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&status, &errText)
+		if err == nil {
+			if status == want {
+				return
+			}
+			if status == "succeeded" || status == "failed" {
+				h.t.Fatalf("run %s ended %s (error %q), want %s", runID, status, errText, want)
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("run %s still %q (error %q, last query error %v) after %s, want %s", runID, status, errText, err, timeout, want)
+		}
+		if !pollWait(h.ctx, 20*time.Millisecond) {
+			h.t.Fatalf("waiting for run %s: %v", runID, h.ctx.Err())
+		}
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		if !pollWait(h.ctx, 20*time.Millisecond) {
+			h.t.Fatalf("waiting for %s: %v", what, h.ctx.Err())
+		}
+	}
+}
+
+// count runs a SELECT count(*) ... query.
+func (h *harness) count(sql string, args ...any) int {
+	h.t.Helper()
+	var n int
+	if err := h.st.Pool().QueryRow(h.ctx, sql, args...).Scan(&n); err != nil {
+		h.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// countFindings counts the findings of scope with status ("" for any).
+func (h *harness) countFindings(scope, status string) int {
+	h.t.Helper()
+	return h.count(`SELECT count(*) FROM findings WHERE scope = $1 AND ($2 = '' OR status = $2)`, scope, status)
+}
+
+// tally is every row count a run leaves behind, for exact comparisons.
+type tally struct {
+	Findings, Observations, Links, Batches, BatchesStored int
+	Opened, Resolved, Reopened                            int // activity rows
+	Events                                                int // outbox rows on finding.events for the run
+}
+
+func (h *harness) tally(runID, scope string) tally {
+	h.t.Helper()
+	var t tally
+	t.Findings = h.countFindings(scope, "")
+	t.Observations = h.count(`SELECT count(*) FROM observations WHERE run_id = $1::uuid`, runID)
+	t.Links = h.count(`SELECT count(*) FROM control_links l JOIN findings f ON f.id = l.finding_id WHERE f.scope = $1`, scope)
+	t.Batches = h.count(`SELECT count(*) FROM run_batches WHERE run_id = $1::uuid`, runID)
+	t.BatchesStored = h.count(`SELECT batches_stored FROM scan_runs WHERE id = $1::uuid`, runID)
+	act := func(action string) int {
+		return h.count(`SELECT count(*) FROM activity_log WHERE run_id = $1::uuid AND action = $2`, runID, action)
+	}
+	t.Opened, t.Resolved, t.Reopened = act("finding.opened"), act("finding.resolved"), act("finding.reopened")
+	t.Events = h.count(`SELECT count(*) FROM outbox WHERE topic = $1 AND convert_from(payload, 'UTF8')::jsonb->'payload'->>'run_id' = $2`,
+		bus.TopicFindingEvents, runID)
+	return t
+}
+
+// runError returns a run's error text.
+func (h *harness) runError(runID string) string {
+	h.t.Helper()
+	var s string
+	if err := h.st.Pool().QueryRow(h.ctx, `SELECT coalesce(error, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&s); err != nil {
+		h.t.Fatal(err)
+	}
+	return s
+}
+
+// readTopic reads topic from the start with a fresh group until want
+// messages arrived (failing at the deadline) and returns them. It then
+// reads on briefly so that a surplus shows.
+func (h *harness) readTopic(topic string, want int, timeout time.Duration) []bus.Message {
+	h.t.Helper()
+	c := bus.NewConsumer(h.bcfg, "reader-"+bus.NewID(), topic, h.log)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(h.ctx, timeout)
+	defer cancel()
+	var out []bus.Message
+	for len(out) < want {
+		m, err := c.Fetch(ctx)
+		if err != nil {
+			h.t.Fatalf("reading %s: got %d of %d messages: %v", topic, len(out), want, err)
+		}
+		out = append(out, m)
+	}
+	// Anything beyond want would be a duplicate: give it a moment to show.
+	extra, cancel2 := context.WithTimeout(h.ctx, time.Second)
+	defer cancel2()
+	for {
+		m, err := c.Fetch(extra)
+		if err != nil {
+			break
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// genSARIF writes a SARIF log from tool with one result per id; the same id
+// always yields the same finding (fingerprint), different ids different
+// ones.
+func genSARIF(tool string, ids []int) []byte {
+	var b bytes.Buffer
+	b.Grow(len(ids)*420 + 8192)
+	fmt.Fprintf(&b, `{"version":"2.1.0","$schema":"https://json.schemastore.org/sarif-2.1.0.json","runs":[{"tool":{"driver":{"name":%q,"version":"1.4.2","informationUri":"https://example.com/synth","rules":[`, tool)
+	sev := []string{"9.8", "7.5", "5.3", "3.1", "8.1"}
+	cwe := []int{79, 89, 22, 798, 327, 502, 611, 918}
+	for r := range numRules {
+		if r > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":"SYN%03d","name":"SyntheticRule%d","shortDescription":{"text":"Synthetic rule %d"},"fullDescription":{"text":"A synthetic rule used to exercise the ingest pipeline end to end."},"help":{"text":"Fix it."},"properties":{"security-severity":%q,"tags":["security","external/cwe/cwe-%d"],"precision":"high"}}`,
+			r, r, r, sev[r%len(sev)], cwe[r%len(cwe)])
+	}
+	b.WriteString(`]}},"results":[`)
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		r := id % numRules
+		fmt.Fprintf(&b, `{"ruleId":"SYN%03d","ruleIndex":%d,"level":"warning","message":{"text":"Synthetic finding %d: untrusted data flows into a sensitive sink."},"locations":[{"physicalLocation":{"artifactLocation":{"uri":"src/pkg%d/file%d.go","uriBaseId":"%%SRCROOT%%"},"region":{"startLine":%d,"startColumn":5,"endColumn":42,"snippet":{"text":"sink(userInput%d)"}}}}],"partialFingerprints":{"primaryLocationLineHash":"%016x:1"}}`,
+			r, r, id, id%97, id, id%5000+1, id, uint64(id)*0x9e3779b97f4a7c15)
+	}
+	b.WriteString(`]}]}`)
+	return b.Bytes()
+}
+
+const numRules = 20
+
+// seq returns [from, to).
+func seq(from, to int) []int {
+	out := make([]int, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// corpusFile reads a file of the shared scanner corpus; a missing corpus
+// is a failure, not a skip.
+func corpusFile(t testing.TB, rel string) []byte {
+	t.Helper()
+	dir := os.Getenv("STARPIPE_CORPUS")
+	if dir == "" {
+		dir = "/work/shared/corpus"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, rel))
+	if err != nil {
+		t.Fatalf("corpus file missing (set STARPIPE_CORPUS to the corpus directory): %v", err)
+	}
+	return b
+}
+
+// freePort picks a port on 127.0.0.1 that is free right now.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// pollWait waits d unless ctx ends first; it reports whether ctx is alive.
+func pollWait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// testLogger sends records at level and above to the test log, and drops
+// them once the test is over (background goroutines may still be winding
+// down then).
+func testLogger(t testing.TB, level slog.Level) *slog.Logger {
+	if level == 0 {
+		level = slog.LevelError
+	}
+	w := &tWriter{t: t}
+	t.Cleanup(w.close)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type tWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *tWriter) close() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+}
+
+var _ io.Writer = (*tWriter)(nil)
+
+// isTerminal reports a run status that will not change again.
+func isTerminal(s string) bool { return s == "succeeded" || s == "failed" }
+
+var errCrash = errors.New("simulated crash")

@@ -1,0 +1,367 @@
+package pipeline_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/store"
+)
+
+const runTimeout = 30 * time.Second
+
+// TestLifecycleEvents walks one scope through open, resolve and reopen and
+// checks that every status change has exactly one activity row (actor
+// system, the run's id) and one finding event, which the relay delivers.
+// It doubles as the identical re-ingest and the missing-two rescan.
+func TestLifecycleEvents(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	const scope, n = "git.example.com/acme/lifecycle", 120
+	full := genSARIF("synthscan", seq(0, n))
+
+	run1 := h.submit(scope, full)
+	h.waitRunStatus(run1, "succeeded", runTimeout)
+	want1 := tally{Findings: n, Observations: n, Batches: 3, BatchesStored: 3, Opened: n, Events: n}
+	got1 := h.tally(run1, scope)
+	want1.Links = got1.Links // checked below
+	if got1 != want1 {
+		t.Fatalf("first run: got %+v, want %+v", got1, want1)
+	}
+	if got1.Links < n {
+		t.Fatalf("first run: %d control links for %d findings: mapping did not run", got1.Links, n)
+	}
+	if c := h.countFindings(scope, "open"); c != n {
+		t.Fatalf("%d open findings, want %d", c, n)
+	}
+	// Scored and mapped: every finding has a severity from the tool's
+	// security-severity and an SLA.
+	if c := h.count(`SELECT count(*) FROM findings WHERE scope = $1 AND (severity_source IS NULL OR severity_source = 'default' OR sla_due IS NULL)`, scope); c != 0 {
+		t.Fatalf("%d findings unscored or without an SLA", c)
+	}
+
+	// An identical re-ingest observes everything and changes nothing.
+	run2 := h.submit(scope, full)
+	h.waitRunStatus(run2, "succeeded", runTimeout)
+	got2 := h.tally(run2, scope)
+	if want := (tally{Findings: n, Observations: n, Links: got1.Links, Batches: 3, BatchesStored: 3}); got2 != want {
+		t.Fatalf("identical re-ingest: got %+v, want %+v", got2, want)
+	}
+
+	// A rescan missing two findings resolves exactly those two.
+	missing := []int{7, 93}
+	var ids []int
+	for i := range n {
+		if !slices.Contains(missing, i) {
+			ids = append(ids, i)
+		}
+	}
+	run3 := h.submit(scope, genSARIF("synthscan", ids))
+	h.waitRunStatus(run3, "succeeded", runTimeout)
+	got3 := h.tally(run3, scope)
+	if want := (tally{Findings: n, Observations: n - 2, Links: got1.Links, Batches: 3, BatchesStored: 3, Resolved: 2, Events: 2}); got3 != want {
+		t.Fatalf("rescan missing two: got %+v, want %+v", got3, want)
+	}
+	resolvedMsgs := h.resolvedMessages(scope)
+	if want := []string{"Synthetic finding 7: untrusted data flows into a sensitive sink.", "Synthetic finding 93: untrusted data flows into a sensitive sink."}; !slices.Equal(resolvedMsgs, want) {
+		t.Fatalf("resolved findings %q, want %q", resolvedMsgs, want)
+	}
+	if c := h.count(`SELECT count(*) FROM findings WHERE scope = $1 AND status = 'resolved' AND resolved_by_run = $2::uuid`, scope, run3); c != 2 {
+		t.Fatalf("%d findings resolved by the rescan, want 2", c)
+	}
+
+	// Seen again: exactly those two reopen.
+	run4 := h.submit(scope, full)
+	h.waitRunStatus(run4, "succeeded", runTimeout)
+	got4 := h.tally(run4, scope)
+	if want := (tally{Findings: n, Observations: n, Links: got1.Links, Batches: 3, BatchesStored: 3, Reopened: 2, Events: 2}); got4 != want {
+		t.Fatalf("rescan with the two back: got %+v, want %+v", got4, want)
+	}
+	if c := h.countFindings(scope, "reopened"); c != 2 {
+		t.Fatalf("%d reopened findings, want 2", c)
+	}
+	if c := h.countFindings(scope, "open"); c != n-2 {
+		t.Fatalf("%d open findings, want %d", c, n-2)
+	}
+
+	// Every activity row of a status change is the system's, names its run
+	// and its finding, and pairs with one outbox event of the same type.
+	if c := h.count(`SELECT count(*) FROM activity_log WHERE action LIKE 'finding.%' AND (actor <> 'system' OR run_id IS NULL OR subject_type <> 'finding')`); c != 0 {
+		t.Fatalf("%d status-change activity rows not by system or without a run", c)
+	}
+	if c := h.count(`
+		SELECT count(*) FROM activity_log a
+		WHERE a.action LIKE 'finding.%' AND (
+			SELECT count(*) FROM outbox o
+			WHERE o.topic = 'starpipe.finding.events' AND o.key = a.subject_id
+			  AND 'finding.' || (convert_from(o.payload, 'UTF8')::jsonb->>'type') = a.action
+			  AND convert_from(o.payload, 'UTF8')::jsonb->'payload'->>'run_id' = a.run_id::text
+		) <> 1`); c != 0 {
+		t.Fatalf("%d status-change activity rows without exactly one matching outbox event", c)
+	}
+
+	// The relay delivers every event exactly as recorded.
+	total := n + 2 + 2
+	h.waitFor("outbox drained", runTimeout, func() bool { return h.count(`SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0 })
+	msgs := h.readTopic(bus.TopicFindingEvents, total, runTimeout)
+	types := map[string]int{}
+	for _, m := range msgs {
+		env, err := bus.Decode(m.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev pipeline.FindingEvent
+		if err := env.Unmarshal(&ev); err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Key) != fmt.Sprint(ev.FindingID) || ev.Scope != scope || ev.RunID == "" {
+			t.Fatalf("event %s: key %q, %+v", env.Type, m.Key, ev)
+		}
+		types[env.Type]++
+	}
+	if want := map[string]int{bus.TypeOpened: n, bus.TypeResolved: 2, bus.TypeReopened: 2}; !maps.Equal(types, want) {
+		t.Fatalf("events on %s: %v, want %v", bus.TopicFindingEvents, types, want)
+	}
+}
+
+// resolvedMessages lists the messages of the resolved findings of scope.
+func (h *harness) resolvedMessages(scope string) []string {
+	h.t.Helper()
+	rows, err := h.st.Pool().Query(h.ctx, `SELECT message FROM findings WHERE scope = $1 AND status = 'resolved' ORDER BY message`, scope)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+// TestCrashBetweenDBCommitAndOffsetCommit stops the consumer after a
+// message's transaction committed but before its offset did, at each kind
+// of message, then starts a fresh consumer in the group: the message is
+// delivered again and nothing is stored twice.
+func TestCrashBetweenDBCommitAndOffsetCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		crash func(env bus.Envelope) bool
+	}{
+		{"run-received", func(env bus.Envelope) bool { return env.Type == bus.TypeRunReceived }},
+		{"findings-batch-2", func(env bus.Envelope) bool { return env.Type == bus.TypeFindings && strings.HasSuffix(env.ID, "/2") }},
+		{"run-finished", func(env bus.Envelope) bool { return env.Type == bus.TypeRunFinished }},
+	} {
+		t.Run("after="+tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{noConsumer: true})
+			const scope, n = "git.example.com/acme/crash", 130
+			run := h.submit(scope, genSARIF("synthscan", seq(0, n)))
+
+			// The crashing consumer: fetch, handle (the database commits),
+			// then stop before the offset commit.
+			c := bus.NewConsumer(h.bcfg, group, bus.TopicScanResults, h.log)
+			ctx, cancel := context.WithTimeout(h.ctx, runTimeout)
+			defer cancel()
+			var crashed bus.Message
+			for crashed.Value == nil {
+				msg, err := c.Fetch(ctx)
+				if err != nil {
+					t.Fatalf("fetch before the crash point: %v", err)
+				}
+				env, err := bus.Decode(msg.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := h.cons.Handle(ctx, msg); err != nil {
+					t.Fatalf("handle %s: %v", env.Type, err)
+				}
+				if tc.crash(env) {
+					crashed = msg
+					break
+				}
+				if err := c.Commit(ctx, msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.Close() // the process dies: no commit
+			before := h.tally(run, scope)
+
+			// A fresh consumer in the same group gets the message again.
+			var mu sync.Mutex
+			redelivered := false
+			h.startConsumerWith(func(ctx context.Context, msg bus.Message) error {
+				mu.Lock()
+				if msg.Partition == crashed.Partition && msg.Offset == crashed.Offset {
+					redelivered = true
+				}
+				mu.Unlock()
+				return h.cons.Handle(ctx, msg)
+			})
+			h.waitRunStatus(run, "succeeded", runTimeout)
+			mu.Lock()
+			if !redelivered {
+				t.Fatalf("the uncommitted message (partition %d offset %d) was not delivered again", crashed.Partition, crashed.Offset)
+			}
+			mu.Unlock()
+
+			got := h.tally(run, scope)
+			want := tally{Findings: n, Observations: n, Links: got.Links, Batches: 3, BatchesStored: 3, Opened: n, Events: n}
+			if got != want {
+				t.Fatalf("after the crash at %s (counts then %+v): got %+v, want %+v", tc.name, before, got, want)
+			}
+			if tc.name == "run-finished" && before != got {
+				t.Fatalf("the replayed run-finished changed counts: before %+v, after %+v", before, got)
+			}
+		})
+	}
+}
+
+// TestCorruptFile fails a run whose file is cut short, with an error that
+// names the file and the place, and writes none of its findings.
+func TestCorruptFile(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	const scope = "git.example.com/acme/corrupt"
+	data := genSARIF("synthscan", seq(0, 200))
+	cut := data[:len(data)*2/3] // the first third of the results are complete
+	run := h.submit(scope, cut)
+	h.waitRunStatus(run, "failed", runTimeout)
+	msg := h.runError(run)
+	if !strings.Contains(msg, scope+".sarif") || !strings.Contains(msg, "byte") {
+		t.Fatalf("run error %q does not name the file and the place", msg)
+	}
+	if got := h.tally(run, scope); got != (tally{}) {
+		t.Fatalf("a failed run left rows behind: %+v", got)
+	}
+	if c := h.count(`SELECT count(*) FROM outbox WHERE topic <> 'starpipe.scan.results'`); c != 0 {
+		t.Fatalf("%d events queued for a failed run", c)
+	}
+	// The consumer goes on: a good file right after succeeds.
+	ok := h.submit(scope, genSARIF("synthscan", seq(0, 10)))
+	h.waitRunStatus(ok, "succeeded", runTimeout)
+	if c := h.countFindings(scope, "open"); c != 10 {
+		t.Fatalf("%d open findings, want 10", c)
+	}
+}
+
+// TestPoisonMessage sends a findings message nobody can read: it goes to
+// the DLQ with its error, its run fails with that error, and the consumer
+// moves on to the next run.
+func TestPoisonMessage(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	const scope = "git.example.com/acme/poison"
+	// A run that is being processed, as far as the database knows.
+	runID := bus.NewID()
+	err := h.st.InTx(h.ctx, func(tx pgx.Tx) error {
+		sha, err := h.st.PutArtifact(h.ctx, tx, strings.NewReader(`{"version":"2.1.0","runs":[]}`), "sarif")
+		if err != nil {
+			return err
+		}
+		if err := store.CreateRun(h.ctx, tx, store.NewRun{ID: runID, Kind: "code", Scope: scope, Tool: "sarif", Format: "sarif", ArtifactSHA: sha}); err != nil {
+			return err
+		}
+		_, err = tx.Exec(h.ctx, `UPDATE scan_runs SET status = 'processing' WHERE id = $1::uuid`, runID)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := []byte(`{"v":1,"type":"findings","id":"x/1","at":"2026-01-01T00:00:00Z","payload":{"run_id":"` + runID + `","seq":"one","findings":{}}}`)
+	if err := h.prod.Publish(h.ctx, bus.TopicScanResults, bus.Message{Key: []byte(runID), Value: garbage, Headers: map[string]string{"origin": "test"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRunStatus(runID, "failed", runTimeout)
+	if e := h.runError(runID); !strings.Contains(e, "unprocessable message") || !strings.Contains(e, "decode findings batch") {
+		t.Fatalf("run error %q does not say why", e)
+	}
+
+	dlq := h.readTopic(bus.TopicDLQ, 1, runTimeout)
+	if len(dlq) != 1 {
+		t.Fatalf("%d DLQ messages, want 1", len(dlq))
+	}
+	d := dlq[0]
+	if string(d.Key) != runID || string(d.Value) != string(garbage) {
+		t.Fatalf("DLQ message key %q value %q", d.Key, d.Value)
+	}
+	if e := d.Headers[bus.HeaderError]; !strings.Contains(e, "decode findings batch") {
+		t.Fatalf("DLQ error header %q", e)
+	}
+	if d.Headers[bus.HeaderOriginalTopic] != bus.TopicScanResults || d.Headers["origin"] != "test" {
+		t.Fatalf("DLQ headers %v", d.Headers)
+	}
+
+	ok := h.submit(scope, genSARIF("synthscan", seq(0, 20)))
+	h.waitRunStatus(ok, "succeeded", runTimeout)
+	if c := h.countFindings(scope, "open"); c != 20 {
+		t.Fatalf("%d open findings after the good run, want 20", c)
+	}
+}
+
+// TestConcurrentUploads submits 20 files for 20 scopes at once.
+func TestConcurrentUploads(t *testing.T) {
+	h := newHarness(t, harnessOpts{batchSize: 25})
+	const uploads = 20
+	runs := make([]string, uploads)
+	errs := make([]error, uploads)
+	var wg sync.WaitGroup
+	for i := range uploads {
+		wg.Go(func() {
+			scope := fmt.Sprintf("host-%02d.example.com", i)
+			runs[i], errs[i] = h.intake.Submit(h.ctx, strings.NewReader(string(genSARIF("synthscan", seq(0, 30+i)))), pipeline.Request{Scope: scope})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("upload %d: %v", i, err)
+		}
+	}
+	total := 0
+	for i, run := range runs {
+		scope := fmt.Sprintf("host-%02d.example.com", i)
+		h.waitRunStatus(run, "succeeded", runTimeout)
+		n := 30 + i
+		total += n
+		got := h.tally(run, scope)
+		batches := (n + 24) / 25
+		if want := (tally{Findings: n, Observations: n, Links: got.Links, Batches: batches, BatchesStored: batches, Opened: n, Events: n}); got != want {
+			t.Fatalf("scope %s: got %+v, want %+v", scope, got, want)
+		}
+	}
+	if c := h.count(`SELECT count(*) FROM findings`); c != total {
+		t.Fatalf("%d findings in all, want %d", c, total)
+	}
+	if c := h.count(`SELECT count(*) FROM outbox WHERE topic = $1`, bus.TopicFindingEvents); c != total {
+		t.Fatalf("%d finding events in all, want %d", c, total)
+	}
+}
+
+// TestCorpusFile runs a real CodeQL log through the pipeline twice.
+func TestCorpusFile(t *testing.T) {
+	h := newHarness(t, harnessOpts{batchSize: 200})
+	data := corpusFile(t, "sarif/codeql/codeql-go.sarif.json")
+	const scope = "github.com/example/go-project"
+	run := h.submit(scope, data)
+	h.waitRunStatus(run, "succeeded", runTimeout)
+	var stats map[string]any
+	if err := h.st.Pool().QueryRow(h.ctx, `SELECT stats FROM scan_runs WHERE id = $1::uuid`, run).Scan(&stats); err != nil {
+		t.Fatal(err)
+	}
+	parsed := int(stats["findings"].(float64))
+	got := h.tally(run, scope)
+	if parsed == 0 || got.Findings == 0 || got.Opened != got.Findings || got.Events != got.Findings || got.Observations != got.Findings || got.Links == 0 {
+		t.Fatalf("corpus run: stats %v, counts %+v", stats, got)
+	}
+	again := h.submit(scope, data)
+	h.waitRunStatus(again, "succeeded", runTimeout)
+	got2 := h.tally(again, scope)
+	if got2.Opened+got2.Resolved+got2.Reopened+got2.Events != 0 || got2.Findings != got.Findings || got2.Observations != got.Observations {
+		t.Fatalf("identical corpus re-ingest: first %+v, second %+v", got, got2)
+	}
+}
