@@ -22,6 +22,7 @@ import (
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
+	"github.com/starpipe/starpipe/vault"
 )
 
 // readEnv is a server over a seeded database, with a token per role.
@@ -529,7 +530,16 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Options{Auth: storeAuthenticator{st}, Store: st, Catalogs: cats, Intake: specIntake{}})
+	key, err := vault.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyring, err := vault.NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every dependency is set so that every route group registers.
+	srv := New(Options{Auth: storeAuthenticator{st}, Store: st, Catalogs: cats, Intake: specIntake{}, Keyring: keyring})
 
 	tok, err := st.CreateToken(t.Context(), "spec-reader", RoleIngest)
 	if err != nil {
@@ -544,8 +554,8 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	}
 
 	var doc struct {
-		OpenAPI    string                               `yaml:"openapi"`
-		Paths      map[string]map[string]map[string]any `yaml:"paths"`
+		OpenAPI    string                    `yaml:"openapi"`
+		Paths      map[string]map[string]any `yaml:"paths"`
 		Components struct {
 			SecuritySchemes map[string]map[string]any `yaml:"securitySchemes"`
 			Schemas         map[string]map[string]any `yaml:"schemas"`

@@ -101,6 +101,7 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	cfg.Kafka.Brokers = emb.Addrs()
 	tokenFile := filepath.Join(dir, "admin.token")
 	return runDaemon(ctx, cfg, log, &hooks{
+		keyStateDir: dir,
 		afterStore: func(ctx context.Context, st *store.Store) error {
 			return ensureAdminToken(ctx, st, tokenFile, log)
 		},

@@ -26,6 +26,7 @@ import (
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/store"
+	"github.com/starpipe/starpipe/vault"
 )
 
 func init() { subcommands = append(subcommands, newServeCmd, newMigrateCmd) }
@@ -96,6 +97,9 @@ func busConfig(cfg config.Config) bus.Config {
 type hooks struct {
 	// afterStore runs once the database is migrated and open.
 	afterStore func(ctx context.Context, st *store.Store) error
+	// keyStateDir lets `dev` create a vault key on first start; serve
+	// never invents one.
+	keyStateDir string
 }
 
 // runDaemon runs every configured role until ctx is cancelled, then shuts
@@ -151,6 +155,20 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 	if err != nil {
 		return err
 	}
+	var keyStateDir string
+	if h != nil {
+		keyStateDir = h.keyStateDir
+	}
+	keyring, err := loadOrCreateKeyring(keyStateDir, cfg.Vault.KeyFile)
+	if errors.Is(err, vault.ErrNoKey) {
+		// Without a master key nothing can be sealed: the daemon still
+		// ingests and serves, but credentials and authenticated scans are off.
+		log.Warn("no vault master key (STARPIPE_MASTER_KEY or vault.key_file): credentials are disabled")
+		keyring, err = nil, nil
+	}
+	if err != nil {
+		return fmt.Errorf("load vault key: %w", err)
+	}
 	intake := pipeline.NewIntake(st, cfg.Ingest.MaxBytes, filepath.Join(cfg.StateDir, "tmp"), log)
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "tmp"), 0o700); err != nil {
 		return fmt.Errorf("create upload spool directory: %w", err)
@@ -158,7 +176,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 
 	srv := api.New(api.Options{
 		Logger: log, Auth: storeAuth{st}, Registry: reg, Ready: ready,
-		Store: st, Catalogs: cats, Intake: intakeAdapter{intake},
+		Store: st, Catalogs: cats, Intake: intakeAdapter{intake}, Keyring: keyring,
 	})
 	httpSrv := &http.Server{Addr: cfg.Listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.Listen)

@@ -204,12 +204,13 @@ func TestCrashBetweenDBCommitAndOffsetCommit(t *testing.T) {
 				mu.Unlock()
 				return h.cons.Handle(ctx, msg)
 			})
+			h.waitFor(fmt.Sprintf("the uncommitted message (partition %d offset %d) to be delivered again", crashed.Partition, crashed.Offset),
+				runTimeout, func() bool {
+					mu.Lock()
+					defer mu.Unlock()
+					return redelivered
+				})
 			h.waitRunStatus(run, "succeeded", runTimeout)
-			mu.Lock()
-			if !redelivered {
-				t.Fatalf("the uncommitted message (partition %d offset %d) was not delivered again", crashed.Partition, crashed.Offset)
-			}
-			mu.Unlock()
 
 			got := h.tally(run, scope)
 			want := tally{Findings: n, Observations: n, Links: got.Links, Batches: 3, BatchesStored: 3, Opened: n, Events: n}

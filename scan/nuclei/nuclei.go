@@ -195,7 +195,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Stats, error) {
 	case writeErr != nil:
 		return st, writeErr
 	case execErr != nil:
-		return st, fmt.Errorf("running nuclei scan: %w", context.Cause(ctx))
+		if cause := context.Cause(ctx); cause != nil {
+			execErr = cause
+		}
+		return st, fmt.Errorf("running nuclei scan: %w", execErr)
 	}
 	return st, nil
 }
