@@ -19,7 +19,7 @@ build:
 # The daemon with its private PostgreSQL and embedded broker; state (and so
 # data) lives in $(STATE) and survives restarts. Ctrl-C stops everything.
 run: build
-	./$(BIN) dev --state $(STATE) --listen $(LISTEN)
+	STARPIPE_SCAN_HOME=$(abspath $(STATE))/scan-home ./$(BIN) dev --state $(STATE) --listen $(LISTEN)
 
 # Starts a private PostgreSQL unless STARPIPE_TEST_DATABASE_URL points at one,
 # runs every test, and stops the cluster again.

@@ -58,7 +58,12 @@ func Handler(bearer string) http.Handler {
 		}
 		text(w, http.StatusOK, "DEBUG=true\nCACHE=memory\nWORKERS=2\n")
 	})
-	return withServerHeader(mux)
+	// The same shop mounted under /app, so that the authenticated example
+	// schedule scans a scope of its own.
+	root := http.NewServeMux()
+	root.Handle("/app/", http.StripPrefix("/app", mux))
+	root.Handle("/", mux)
+	return withServerHeader(root)
 }
 
 // withServerHeader discloses a product version, another classic finding.

@@ -40,6 +40,8 @@ func TestWeaknesses(t *testing.T) {
 		{"/admin/debug", "Bearer tok", 200, "DEBUG=true"},
 		{"/files/", "", 200, "Index of /files/"},
 		{"/login", "", 200, `type="password"`},
+		{"/app/admin/debug", "Bearer tok", 200, "DEBUG=true"},
+		{"/app/admin/debug", "", 401, "unauthorized"},
 	} {
 		status, body, hdr := get(tc.path, tc.auth)
 		if status != tc.status || !strings.Contains(body, tc.contains) {

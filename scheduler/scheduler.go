@@ -72,6 +72,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/starpipe/starpipe/scheduler/cadence"
 	"github.com/starpipe/starpipe/store"
 )
@@ -334,12 +336,16 @@ func (s *Scheduler) tick(ctx context.Context) (time.Time, error) {
 				break
 			}
 		}
-		if n := c.Next(now); !n.IsZero() && (next.IsZero() || n.Before(next)) {
+		if n := nextAfter(c, now); !n.IsZero() && (next.IsZero() || n.Before(next)) {
 			next = n
 		}
 	}
 	return next, errors.Join(errs...)
 }
+
+// nextAfter is the first firing of a robfig/cron schedule after now; every
+// cadence, the custom biweekly and clamped monthly ones included, is one.
+func nextAfter(s cron.Schedule, now time.Time) time.Time { return s.Next(now) }
 
 // cadenceOf parses a stored schedule's cadence, logging a schedule that
 // cannot be used once per version. Validation on the way in makes this

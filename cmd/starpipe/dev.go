@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,17 +19,22 @@ import (
 
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/config"
+	"github.com/starpipe/starpipe/configs"
+	"github.com/starpipe/starpipe/credentials"
+	"github.com/starpipe/starpipe/demo"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/pgcluster"
+	"github.com/starpipe/starpipe/vault"
 )
 
 func init() { subcommands = append(subcommands, newDevCmd) }
 
 func newDevCmd() *cobra.Command {
 	var (
-		cfgFile string
-		state   string
-		listen  string
+		cfgFile    string
+		state      string
+		listen     string
+		demoListen string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -49,16 +57,17 @@ against PostgreSQL and a Kafka cluster.`,
 				cfg.Listen = listen
 			}
 			log := newLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
-			return runDev(cmd.Context(), cfg, log)
+			return runDev(cmd.Context(), cfg, log, demoListen)
 		},
 	}
 	cmd.Flags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
 	cmd.Flags().StringVar(&state, "state", ".starpipe", "state directory (database, broker log, admin token)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "HTTP listen address")
+	cmd.Flags().StringVar(&demoListen, "demo-listen", "127.0.0.1:8081", `loopback address of the deliberately weak demo target ("" to turn it off)`)
 	return cmd
 }
 
-func runDev(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen string) error {
 	dir, err := filepath.Abs(cfg.StateDir)
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
@@ -103,9 +112,64 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return runDaemon(ctx, cfg, log, &hooks{
 		keyStateDir: dir,
 		afterStore: func(ctx context.Context, st *store.Store) error {
-			return ensureAdminToken(ctx, st, tokenFile, log)
+			if err := ensureAdminToken(ctx, st, tokenFile, log); err != nil {
+				return err
+			}
+			if cfg.Scheduler.SchedulesFile != "" {
+				return nil // runDaemon applies it
+			}
+			// With no schedules file of its own, dev loads the example,
+			// which is aimed at the demo target.
+			b, err := fs.ReadFile(configs.FS, "schedules.example.yaml")
+			if err != nil {
+				return err
+			}
+			return applySchedules(ctx, st, bytes.NewReader(b), "configs/schedules.example.yaml", log)
+		},
+		background: func(ctx context.Context, st *store.Store, kr *vault.Keyring) error {
+			if demoListen == "" {
+				return nil
+			}
+			token, err := demoToken(ctx, st, kr, filepath.Join(dir, "demo.token"), log)
+			if err != nil {
+				return err
+			}
+			return demo.Serve(ctx, demoListen, token, log)
 		},
 	})
+}
+
+// demoToken returns the bearer token that opens the demo's admin area and
+// makes sure the vault holds it as credential "demo-bearer", which the
+// authenticated example schedule names.
+func demoToken(ctx context.Context, st *store.Store, kr *vault.Keyring, path string, log *slog.Logger) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		raw := make([]byte, 24)
+		if _, err := rand.Read(raw); err != nil {
+			return "", err
+		}
+		b = []byte(hex.EncodeToString(raw))
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return "", fmt.Errorf("write demo token: %w", err)
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("read demo token: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if kr == nil {
+		return token, nil
+	}
+	if _, err := st.CredentialID(ctx, "demo-bearer"); errors.Is(err, store.ErrNotFound) {
+		cred := vault.Credential{Name: "demo-bearer", Kind: vault.KindBearer, Secret: vault.Secret(token)}
+		if _, _, err := credentials.Save(ctx, st, kr, cred, "starpipe-dev"); err != nil {
+			return "", fmt.Errorf("store demo credential: %w", err)
+		}
+		log.Info("stored demo credential", "name", "demo-bearer")
+	} else if err != nil {
+		return "", err
+	}
+	return token, nil
 }
 
 // ensureAdminToken creates an admin token on first start and writes it where

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,10 +22,15 @@ import (
 	"github.com/starpipe/starpipe/api"
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/config"
+	"github.com/starpipe/starpipe/configs"
+	"github.com/starpipe/starpipe/credentials"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
+	"github.com/starpipe/starpipe/scan/worker"
+	"github.com/starpipe/starpipe/scheduler"
+	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/vault"
 )
@@ -100,6 +106,9 @@ type hooks struct {
 	// keyStateDir lets `dev` create a vault key on first start; serve
 	// never invents one.
 	keyStateDir string
+	// background runs beside the daemon's roles until they stop (the
+	// demo target).
+	background func(ctx context.Context, st *store.Store, kr *vault.Keyring) error
 }
 
 // runDaemon runs every configured role until ctx is cancelled, then shuts
@@ -117,6 +126,17 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 	defer st.Close()
 	if h != nil && h.afterStore != nil {
 		if err := h.afterStore(ctx, st); err != nil {
+			return err
+		}
+	}
+	if f := cfg.Scheduler.SchedulesFile; f != "" {
+		r, err := os.Open(f)
+		if err != nil {
+			return fmt.Errorf("schedules file: %w", err)
+		}
+		err = applySchedules(ctx, st, r, f, log)
+		r.Close()
+		if err != nil {
 			return err
 		}
 	}
@@ -218,6 +238,41 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 		})
 	}
 
+	if cfg.HasRole(config.RoleScheduler) && cfg.Scheduler.Enabled {
+		sched, err := scheduler.New(scheduler.Options{Store: st, Logger: log})
+		if err != nil {
+			return err
+		}
+		if err := sched.Start(gctx); err != nil {
+			return err
+		}
+		defer sched.Stop()
+	}
+	if cfg.HasRole(config.RoleWorker) {
+		var creds worker.Credentials
+		if keyring != nil {
+			creds = credentials.NewResolver(st, keyring)
+		}
+		templates, err := extractTemplates(cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		wk := worker.New(worker.Options{
+			Submitter: intake, Credentials: creds, Ledger: st,
+			StateDir: filepath.Join(cfg.StateDir, "scan"), Templates: []string{templates}, Logger: log,
+		})
+		g.Go(func() error {
+			if err := waitTopics(gctx, bcfg); err != nil {
+				return nil
+			}
+			c := bus.NewConsumer(bcfg, "starpipe-workers", bus.TopicScanRequests, log)
+			return c.Run(gctx, wk.Handle, bus.RunOptions{DLQ: producer, DrainTimeout: cfg.ShutdownTimeout / 2})
+		})
+	}
+	if h != nil && h.background != nil {
+		g.Go(func() error { return h.background(gctx, st, keyring) })
+	}
+
 	g.Go(func() error {
 		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
@@ -246,6 +301,51 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 	}
 	log.Info("stopped")
 	return err
+}
+
+// applySchedules validates a schedules file and upserts all of it, or
+// none when any schedule is invalid.
+func applySchedules(ctx context.Context, st *store.Store, r io.Reader, name string, log *slog.Logger) error {
+	ss, err := spec.Decode(r, name)
+	if err != nil {
+		return err
+	}
+	created, err := scheduler.Apply(ctx, st, ss, "config")
+	if err != nil {
+		return fmt.Errorf("apply %s: %w", name, err)
+	}
+	n := 0
+	for _, c := range created {
+		if c {
+			n++
+		}
+	}
+	log.Info("schedules applied", "file", name, "schedules", len(ss), "created", n)
+	return nil
+}
+
+// extractTemplates writes the nuclei templates shipped in the binary to
+// the state directory, so scans never depend on the working directory or
+// on a download.
+func extractTemplates(stateDir string) (string, error) {
+	dir := filepath.Join(stateDir, "templates")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create template directory: %w", err)
+	}
+	entries, err := fs.ReadDir(configs.FS, "templates")
+	if err != nil {
+		return "", fmt.Errorf("read shipped templates: %w", err)
+	}
+	for _, e := range entries {
+		b, err := fs.ReadFile(configs.FS, "templates/"+e.Name())
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			return "", fmt.Errorf("write template %s: %w", e.Name(), err)
+		}
+	}
+	return dir, nil
 }
 
 // waitTopics blocks until the topics exist (consumers must not join a

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +67,8 @@ type harness struct {
 
 	mu    sync.Mutex
 	stops []func() // background parts, stopped in reverse order
+
+	consumerRestarts atomic.Int32
 }
 
 const group = "starpipe-ingest"
@@ -157,10 +160,23 @@ func (h *harness) startConsumer() func() {
 
 func (h *harness) startConsumerWith(handle bus.Handler) func() {
 	return h.goBackground("consumer", func(ctx context.Context) error {
-		c := bus.NewConsumer(h.bcfg, group, bus.TopicScanResults, h.log)
-		return c.Run(ctx, handle, bus.RunOptions{
-			DLQ: h.prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second,
-		})
+		for {
+			c := bus.NewConsumer(h.bcfg, group, bus.TopicScanResults, h.log)
+			err := c.Run(ctx, handle, bus.RunOptions{
+				DLQ: h.prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second,
+			})
+			if err == nil || ctx.Err() != nil {
+				return err
+			}
+			// bus.Consumer.Run gives up on the first fetch error, which
+			// kafka-go also reports while a broker is merely unreachable;
+			// the test plays the process supervisor that restarts it.
+			h.consumerRestarts.Add(1)
+			h.log.Warn("consumer stopped; restarting it", "err", err)
+			if !pollWait(ctx, 500*time.Millisecond) {
+				return nil
+			}
+		}
 	})
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/store"
+	"github.com/starpipe/starpipe/store/pgcluster"
 )
 
 const runTimeout = 30 * time.Second
@@ -365,4 +368,110 @@ func TestCorpusFile(t *testing.T) {
 	if got2.Opened+got2.Resolved+got2.Reopened+got2.Events != 0 || got2.Findings != got.Findings || got2.Observations != got.Observations {
 		t.Fatalf("identical corpus re-ingest: first %+v, second %+v", got, got2)
 	}
+}
+
+// TestPostgresRestartMidIngest stops PostgreSQL while a large run is being
+// stored and starts it again: the consumer retries with backoff and the run
+// completes with exact counts.
+func TestPostgresRestartMidIngest(t *testing.T) {
+	ctx := t.Context()
+	// A server of its own: storetest's is shared by every test.
+	dir, err := os.MkdirTemp("", "starpipe-pgrestart-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { // the server user must reach it
+		t.Fatal(err)
+	}
+	start := func(port int) *pgcluster.Cluster {
+		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Port: port, DisableFsync: true})
+		if err != nil {
+			t.Fatalf("starting PostgreSQL: %v", err)
+		}
+		return c
+	}
+	var mu sync.Mutex
+	cluster := start(0)
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if err := cluster.Stop(context.WithoutCancel(ctx)); err != nil {
+			t.Errorf("stopping PostgreSQL: %v", err)
+		}
+	})
+	if err := store.Migrate(ctx, cluster.URL()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, cluster.URL(), store.WithMaxConns(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+
+	h := newHarness(t, harnessOpts{st: st, batchSize: 100, noConsumer: true})
+	var failures atomic.Int32
+	h.startConsumerWith(func(ctx context.Context, msg bus.Message) error {
+		err := h.cons.Handle(ctx, msg)
+		if err != nil && !bus.IsPoison(err) {
+			failures.Add(1)
+		}
+		return err
+	})
+	const scope, n = "git.example.com/acme/pg-restart", 8000
+	run := h.submit(scope, genSARIF("synthscan", seq(0, n)))
+	h.waitFor("the run to be part-way stored", runTimeout, func() bool {
+		return h.count(`SELECT batches_stored FROM scan_runs WHERE id = $1::uuid`, run) >= 3
+	})
+	port := cluster.Port()
+	mu.Lock()
+	if err := cluster.Stop(ctx); err != nil {
+		mu.Unlock()
+		t.Fatalf("stopping PostgreSQL mid-ingest: %v", err)
+	}
+	mu.Unlock()
+	// Down long enough for the consumer to fail and back off twice.
+	h.waitFor("the consumer to fail against the stopped server", runTimeout, func() bool { return failures.Load() >= 2 })
+	mu.Lock()
+	cluster = start(port)
+	mu.Unlock()
+
+	h.waitRunStatus(run, "succeeded", 60*time.Second)
+	got := h.tally(run, scope)
+	if want := (tally{Findings: n, Observations: n, Links: got.Links, Batches: n / 100, BatchesStored: n / 100, Opened: n, Events: n}); got != want {
+		t.Fatalf("after the restart: got %+v, want %+v", got, want)
+	}
+	t.Logf("%d handler attempts failed while PostgreSQL was down", failures.Load())
+}
+
+// TestBrokerDownDuringUpload takes the broker away: an upload is still
+// accepted (the run and its outbox row commit), and once a broker is back
+// on the same port and data directory the run is delivered and stored.
+func TestBrokerDownDuringUpload(t *testing.T) {
+	h := newHarness(t, harnessOpts{embedded: bus.EmbeddedConfig{DataDir: t.TempDir()}})
+	const scope = "git.example.com/acme/broker-down"
+	run1 := h.submit(scope, genSARIF("synthscan", seq(0, 40)))
+	h.waitRunStatus(run1, "succeeded", runTimeout)
+	before1 := h.tally(run1, scope)
+
+	h.broker.Close()
+	run2 := h.submit(scope, genSARIF("synthscan", seq(0, 60)))
+	h.waitFor("the relay to fail delivering the run", runTimeout, func() bool {
+		return h.count(`SELECT count(*) FROM outbox WHERE sent_at IS NULL AND last_error IS NOT NULL AND headers->>'run_id' = $1`, run2) == 1
+	})
+	var status string
+	if err := h.st.Pool().QueryRow(h.ctx, `SELECT status FROM scan_runs WHERE id = $1::uuid`, run2).Scan(&status); err != nil || status != "received" {
+		t.Fatalf("run status with the broker down: %q, %v; want received", status, err)
+	}
+
+	h.startBroker()
+	h.waitRunStatus(run2, "succeeded", 60*time.Second)
+	got := h.tally(run2, scope)
+	if want := (tally{Findings: 60, Observations: 60, Links: got.Links, Batches: 2, BatchesStored: 2, Opened: 20, Events: 20}); got != want {
+		t.Fatalf("run delivered after the outage: got %+v, want %+v", got, want)
+	}
+	if after1 := h.tally(run1, scope); after1.Batches != before1.Batches || after1.Opened != before1.Opened || after1.Observations != before1.Observations {
+		t.Fatalf("the first run changed across the broker restart: %+v, then %+v", before1, after1)
+	}
+	t.Logf("the ingest consumer was restarted %d times during the outage", h.consumerRestarts.Load())
 }
