@@ -7,7 +7,7 @@
 //     "source") and the later one ("sources" array);
 //   - Amass v4 text graph lines: `name (FQDN) --> a_record --> addr (IPAddress)`;
 //   - the Amass v4 asset database (SQLite, tables assets and relations),
-//     read with the pure-Go modernc.org/sqlite driver.
+//     read with a pure-Go SQLite driver (glebarez/go-sqlite).
 package amass
 
 import (

@@ -13,7 +13,10 @@ import (
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
 
-	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+	// glebarez/go-sqlite (pure Go, modernc-based) registers the "sqlite"
+	// driver. It is the one amass itself links, and two packages may not
+	// both register that name in one binary.
+	_ "github.com/glebarez/go-sqlite"
 )
 
 // sqliteDSN opens the file read-only and immutable: starpipe never writes

@@ -219,14 +219,19 @@ func (w *Worker) code(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		}
 		token = string(cred.Secret)
 	}
+	workDir := filepath.Join(w.opt.StateDir, "code")
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return nil, fmt.Errorf("code scan work directory: %w", err)
+	}
 	var runs []string
 	var errs []error
 	for _, repo := range sp.Targets.Repositories {
+		repo = absLocal(repo)
 		var out bytes.Buffer
 		_, err := code.Run(ctx, code.Config{
 			Repository: repo, Command: sp.Code.Command, Token: token,
 			Timeout: time.Duration(sp.Code.Timeout), MaxOutputBytes: sp.Code.MaxOutputBytes,
-			WorkDir: filepath.Join(w.opt.StateDir, "code"),
+			WorkDir: workDir,
 		}, &out)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("code scan of %s: %w", code.Scope(repo), err))
@@ -259,4 +264,17 @@ func normaliseTargets(in []string) []string {
 		out = append(out, t)
 	}
 	return out
+}
+
+// absLocal makes a local repository path absolute, so that its scope names
+// the repository rather than "." or a path relative to wherever the daemon
+// was started.
+func absLocal(repo string) string {
+	if strings.Contains(repo, "://") || filepath.IsAbs(repo) {
+		return repo
+	}
+	if abs, err := filepath.Abs(repo); err == nil {
+		return abs
+	}
+	return repo
 }
