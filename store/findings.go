@@ -1,12 +1,15 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/starpipe/starpipe/finding"
 )
@@ -164,6 +167,169 @@ type UpsertResult struct {
 // batch collapse to the last seen. Activity-log entries, outbox events and
 // SLA dates are the caller's, decided from the results.
 func UpsertFindingsBatch(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time) ([]UpsertResult, error) {
+	return UpsertFindings(ctx, tx, runID, fs, seenAt, nil)
+}
+
+// newFindingColumns are the findings columns UpsertFindings COPYs for a new
+// finding: the staging columns up to suppression_justification, then the
+// lifecycle columns the database would otherwise default.
+var newFindingColumns = append(append([]string{}, stageColumns[:24]...),
+	"first_seen", "last_seen", "last_run_id", "data", "status", "sla_due")
+
+// UpsertFindings is UpsertFindingsBatch that, given sla, also sets the SLA
+// due date of the findings it inserts (SetSLA is then not needed).
+//
+// New findings, the bulk of a first scan, are written with COPY, as are
+// their observations and control links: one round trip each and no
+// staging. Findings already known take the staged INSERT ... ON CONFLICT
+// path. A concurrent transaction inserting the same (scope, fingerprint)
+// between the lookup and the COPY makes the COPY fail with a unique
+// violation; the caller's retry then finds the row and updates it.
+func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time, sla *SLA) ([]UpsertResult, error) {
+	if len(fs) == 0 {
+		return nil, nil
+	}
+	type key struct{ scope, fp string }
+	type entry struct {
+		f     *finding.Finding
+		seen  time.Time
+		links map[[3]string]string // (version, control, rule) → reason
+	}
+	seenOf := func(f *finding.Finding) time.Time {
+		if f.SeenAt.IsZero() {
+			return seenAt
+		}
+		return f.SeenAt
+	}
+	// Duplicates collapse to the last seen; their control links add up.
+	byKey := make(map[key]int, len(fs))
+	var batch []entry
+	for i := range fs {
+		f := &fs[i]
+		k := key{f.Scope, f.Fingerprint}
+		j, ok := byKey[k]
+		if !ok {
+			j = len(batch)
+			byKey[k] = j
+			batch = append(batch, entry{f: f, seen: seenOf(f)})
+		} else if s := seenOf(f); !s.Before(batch[j].seen) {
+			batch[j].f, batch[j].seen = f, s
+		}
+		for _, c := range f.Controls {
+			if batch[j].links == nil {
+				batch[j].links = make(map[[3]string]string, len(f.Controls))
+			}
+			batch[j].links[[3]string{c.Version, c.Control, c.Rule}] = c.Reason
+		}
+	}
+	lookup := func(keys []key) (map[key][2]any, error) {
+		scopes := make([]string, len(keys))
+		fps := make([]string, len(keys))
+		for i, k := range keys {
+			scopes[i], fps[i] = k.scope, k.fp
+		}
+		rows, err := tx.Query(ctx, `
+			SELECT f.id, f.scope, f.fingerprint, f.status
+			FROM unnest($1::text[], $2::text[]) AS k(scope, fingerprint)
+			JOIN findings f ON f.scope = k.scope AND f.fingerprint = k.fingerprint`, scopes, fps)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[key][2]any, len(keys))
+		var id int64
+		var scope, fp, status string
+		_, err = pgx.ForEachRow(rows, []any{&id, &scope, &fp, &status}, func() error {
+			out[key{scope, fp}] = [2]any{id, status}
+			return nil
+		})
+		return out, err
+	}
+	keys := make([]key, len(batch))
+	for i, e := range batch {
+		keys[i] = key{e.f.Scope, e.f.Fingerprint}
+	}
+	known, err := lookup(keys)
+	if err != nil {
+		return nil, fmt.Errorf("looking up %d findings: %w", len(keys), err)
+	}
+	var res []UpsertResult
+	var old []finding.Finding
+	var fresh []entry
+	for _, e := range batch {
+		if _, ok := known[key{e.f.Scope, e.f.Fingerprint}]; ok {
+			// Every duplicate goes to the staged path, which collapses them
+			// and unions their links as before.
+			continue
+		}
+		fresh = append(fresh, e)
+	}
+	if len(fresh) < len(batch) {
+		for i := range fs {
+			if _, ok := known[key{fs[i].Scope, fs[i].Fingerprint}]; ok {
+				old = append(old, fs[i])
+			}
+		}
+		r, err := upsertStaged(ctx, tx, runID, old, seenAt)
+		if err != nil {
+			return nil, err
+		}
+		res = append(res, r...)
+	}
+	if len(fresh) > 0 {
+		var run pgtype.UUID
+		if err := run.Scan(runID); err != nil {
+			return nil, fmt.Errorf("run id %q: %w", runID, err)
+		}
+		rows := make([][]any, len(fresh))
+		for i, e := range fresh {
+			row, err := stageRow(e.f, seenAt)
+			if err != nil {
+				return nil, fmt.Errorf("encoding finding %s/%s: %w", e.f.Scope, e.f.Fingerprint, err)
+			}
+			var due any
+			if sla != nil {
+				due = sla.due(e.f.Severity.String(), e.seen)
+			}
+			rows[i] = append(row[:24:24], e.seen, e.seen, run, row[25], "open", due)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"findings"}, newFindingColumns, pgx.CopyFromRows(rows)); err != nil {
+			return nil, fmt.Errorf("inserting %d new findings: %w", len(rows), err)
+		}
+		freshKeys := make([]key, len(fresh))
+		for i, e := range fresh {
+			freshKeys[i] = key{e.f.Scope, e.f.Fingerprint}
+		}
+		ids, err := lookup(freshKeys)
+		if err != nil || len(ids) != len(fresh) {
+			return nil, fmt.Errorf("reading back %d new findings (found %d): %w", len(fresh), len(ids), err)
+		}
+		obs := make([][]any, len(fresh))
+		var links [][]any
+		for i, e := range fresh {
+			k := freshKeys[i]
+			id := ids[k][0].(int64)
+			res = append(res, UpsertResult{ID: id, Scope: k.scope, Fingerprint: k.fp, Inserted: true, Status: "open"})
+			obs[i] = []any{run, id, e.seen}
+			for l, reason := range e.links {
+				links = append(links, []any{id, l[0], l[1], l[2], reason})
+			}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"observations"}, []string{"run_id", "finding_id", "seen_at"}, pgx.CopyFromRows(obs)); err != nil {
+			return nil, fmt.Errorf("recording observations of run %s: %w", runID, err)
+		}
+		if len(links) > 0 {
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"control_links"}, []string{"finding_id", "ccm_version", "control_id", "rule_id", "reason"}, pgx.CopyFromRows(links)); err != nil {
+				return nil, fmt.Errorf("recording control links: %w", err)
+			}
+		}
+	}
+	slices.SortFunc(res, func(a, b UpsertResult) int { return cmp.Compare(a.ID, b.ID) })
+	return res, nil
+}
+
+// upsertStaged is the bulk upsert through the staging table, for findings
+// that may already exist.
+func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time) ([]UpsertResult, error) {
 	if _, err := StageFindings(ctx, tx, fs, seenAt); err != nil {
 		return nil, err
 	}

@@ -276,6 +276,28 @@ func (s SLA) args() []any {
 	return []any{secs(s.Critical), secs(s.High), secs(s.Medium), secs(s.Low), secs(s.Info)}
 }
 
+// due is the SLA due date of a finding of severity sev first seen at
+// from, or nil when the severity has no SLA (as slaExpr computes it).
+func (s SLA) due(sev string, from time.Time) any {
+	var d time.Duration
+	switch sev {
+	case "critical":
+		d = s.Critical
+	case "high":
+		d = s.High
+	case "medium":
+		d = s.Medium
+	case "low":
+		d = s.Low
+	default:
+		d = s.Info
+	}
+	if d <= 0 {
+		return nil
+	}
+	return from.Add(d)
+}
+
 // slaExpr computes a due date from a start time and the severity column,
 // with the five SLA durations in seconds as parameters $n..$n+4.
 func slaExpr(start string, n int) string {

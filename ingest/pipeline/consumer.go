@@ -253,12 +253,11 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 			// alone keeps a replay from trying again.
 			return nil
 		}
-		res, err := store.UpsertFindingsBatch(ctx, tx, p.RunID, p.Findings, time.Now())
+		res, err := store.UpsertFindings(ctx, tx, p.RunID, p.Findings, time.Now(), &c.cfg.SLA)
 		if err != nil {
 			return err
 		}
 		var opened []store.StatusChange
-		var ids []int64
 		byFP := make(map[string]*finding.Finding, len(p.Findings))
 		for i := range p.Findings {
 			byFP[p.Findings[i].Fingerprint] = &p.Findings[i]
@@ -269,15 +268,11 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 				continue
 			}
 			inserted++
-			ids = append(ids, r.ID)
 			f := byFP[r.Fingerprint]
 			opened = append(opened, store.StatusChange{
 				ID: r.ID, Scope: r.Scope, Fingerprint: r.Fingerprint, Tool: f.Tool, Rule: f.RuleID,
 				Title: f.Title, Severity: f.Severity.String(), To: string(finding.StatusOpen),
 			})
-		}
-		if err := store.SetSLA(ctx, tx, ids, c.cfg.SLA); err != nil {
-			return err
 		}
 		if err := c.recordChanges(ctx, tx, p.RunID, opened); err != nil {
 			return err
