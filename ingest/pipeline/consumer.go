@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"time"
 
@@ -238,8 +237,6 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 	for i := range p.Findings {
 		c.enrich(&p.Findings[i])
 	}
-	tEnrich := time.Since(start)
-	var tUp, tRec time.Duration
 	var inserted, updated int
 	err := c.st.InTx(ctx, func(tx pgx.Tx) error {
 		inserted, updated = 0, 0
@@ -256,9 +253,7 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 			// alone keeps a replay from trying again.
 			return nil
 		}
-		t0 := time.Now()
 		res, err := store.UpsertFindings(ctx, tx, p.RunID, p.Findings, time.Now(), &c.cfg.SLA)
-		tUp = time.Since(t0)
 		if err != nil {
 			return err
 		}
@@ -279,11 +274,9 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 				Title: f.Title, Severity: f.Severity.String(), To: string(finding.StatusOpen),
 			})
 		}
-		t1 := time.Now()
 		if err := c.recordChanges(ctx, tx, p.RunID, opened); err != nil {
 			return err
 		}
-		tRec = time.Since(t1)
 		if prog.Complete() {
 			return c.reconcile(ctx, tx, p.RunID)
 		}
@@ -292,7 +285,6 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 	if err != nil {
 		return fmt.Errorf("storing batch %d of run %s: %w", p.Seq, p.RunID, err)
 	}
-	fmt.Fprintf(os.Stderr, "PROF batch %d enrich %v upsert %v record %v total %v\n", p.Seq, tEnrich, tUp, tRec, time.Since(start))
 	c.m.findings.WithLabelValues("new").Add(float64(inserted))
 	c.m.findings.WithLabelValues("seen_again").Add(float64(updated))
 	c.m.batchDur.Observe(time.Since(start).Seconds())

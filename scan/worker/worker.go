@@ -13,9 +13,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +30,7 @@ import (
 	"github.com/starpipe/starpipe/scan/nuclei"
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
+	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/vault"
 )
 
@@ -40,15 +44,26 @@ type Credentials interface {
 	Credential(ctx context.Context, name string) (vault.Credential, error)
 }
 
+// Ledger records and reads the progress of scheduled runs; *store.Store
+// implements it.
+type Ledger interface {
+	scheduler.LedgerMarker
+	ListLedger(ctx context.Context, schedule string, from, to time.Time) ([]store.LedgerEntry, error)
+}
+
 // Options wire a Worker.
 type Options struct {
 	Submitter   Submitter
-	Credentials Credentials // nil: authenticated schedules fail with a clear error
-	Ledger      scheduler.LedgerMarker
-	StateDir    string   // scanner scratch space
+	Credentials Credentials // nil: schedules with a credential fail with a clear error
+	Ledger      Ledger
+	StateDir    string   // scanner scratch space; empty: a directory under os.TempDir()
 	Templates   []string // nuclei template directories when a schedule names none
 	Logger      *slog.Logger
 }
+
+// probeTimeout bounds the name lookup and the connection that check a
+// target is up before it is scanned.
+const probeTimeout = 10 * time.Second
 
 // Worker handles scan requests.
 type Worker struct {
@@ -61,25 +76,45 @@ func New(opt Options) *Worker {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opt.StateDir == "" {
+		// Not the working directory, which filepath.Join("", ...) would give.
+		opt.StateDir = filepath.Join(os.TempDir(), "starpipe-scan")
+	}
 	return &Worker{opt: opt, log: opt.Logger.With("component", "worker")}
 }
 
 // Handle runs one scan request. A scan that fails is recorded as failed in
 // the ledger and not retried: the next due time is the retry. Only a
-// request that cannot be read is poison.
+// request that cannot be read is poison. A request whose ledger row has
+// already ended (a redelivery after the outcome was recorded) is not run
+// again.
 func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 	req, err := scheduler.DecodeScanRequest(msg.Value)
 	if err != nil {
 		return err
 	}
-	var sp spec.Schedule
-	if err := json.Unmarshal(req.Spec, &sp); err != nil {
-		return bus.Poison(fmt.Errorf("scan request %d: schedule spec: %w", req.LedgerID, err))
-	}
-	if err := scheduler.Started(ctx, w.opt.Ledger, req.LedgerID, ""); err != nil {
+	log := w.log.With("schedule", req.Schedule, "ledger_id", req.LedgerID, "due", req.Due)
+	done, err := w.finished(ctx, req)
+	if err != nil {
 		return err
 	}
-	log := w.log.With("schedule", sp.Name, "ledger_id", req.LedgerID, "due", req.Due)
+	if done != "" {
+		log.Info("scan request already handled", "status", done)
+		return nil
+	}
+	var sp spec.Schedule
+	if err := json.Unmarshal(req.Spec, &sp); err != nil {
+		err = fmt.Errorf("scan request %d: schedule spec: %w", req.LedgerID, err)
+		// Fail the row now rather than leave it pending until it is
+		// abandoned: nothing will ever run it.
+		if merr := w.complete(ctx, log, req.LedgerID, "", err); merr != nil && !bus.IsPoison(merr) {
+			return merr
+		}
+		return bus.Poison(err)
+	}
+	if err := scheduler.Started(ctx, w.opt.Ledger, req.LedgerID, ""); err != nil {
+		return ledgerError(err)
+	}
 	log.Info("scan started", "kind", sp.Kind)
 	runs, scanErr := w.scan(ctx, sp)
 	if ctx.Err() != nil {
@@ -94,7 +129,51 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 	} else {
 		log.Info("scan finished", "runs", runs)
 	}
-	return scheduler.Complete(ctx, w.opt.Ledger, req.LedgerID, first, scanErr)
+	return w.complete(ctx, log, req.LedgerID, first, scanErr)
+}
+
+// finished returns the status of the request's ledger row when it has
+// already ended, and "" when the request is still to be run.
+func (w *Worker) finished(ctx context.Context, req scheduler.ScanRequest) (string, error) {
+	// The row is found by its schedule and due time (an indexed range) and
+	// picked by id; the window only absorbs timestamp rounding.
+	es, err := w.opt.Ledger.ListLedger(ctx, req.Schedule, req.Due.Add(-time.Second), req.Due.Add(time.Second))
+	if err != nil {
+		return "", err
+	}
+	for _, e := range es {
+		if e.ID != req.LedgerID {
+			continue
+		}
+		switch e.Status {
+		case store.LedgerPending, store.LedgerRunning:
+			return "", nil
+		}
+		return e.Status, nil
+	}
+	return "", bus.Poison(fmt.Errorf("scan request %d for %s: no such ledger row", req.LedgerID, req.Schedule))
+}
+
+// complete records the outcome. A row that already ended otherwise (the
+// scheduler gave the run up as abandoned while it ran) keeps that
+// outcome: retrying cannot change it, and returning the conflict would
+// retry the message forever.
+func (w *Worker) complete(ctx context.Context, log *slog.Logger, ledgerID int64, runID string, scanErr error) error {
+	err := scheduler.Complete(ctx, w.opt.Ledger, ledgerID, runID, scanErr)
+	if errors.Is(err, store.ErrConflict) {
+		log.Warn("scan outcome not recorded: the ledger row already ended", "err", err, "run_id", runID)
+		return nil
+	}
+	return ledgerError(err)
+}
+
+// ledgerError makes an unknown ledger row poison; other errors (the
+// database is unreachable) are retried.
+func ledgerError(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return bus.Poison(err)
+	}
+	return err
 }
 
 func (w *Worker) scan(ctx context.Context, sp spec.Schedule) ([]string, error) {
@@ -110,21 +189,29 @@ func (w *Worker) scan(ctx context.Context, sp spec.Schedule) ([]string, error) {
 // web runs amass discovery (external schedules with domains) and then
 // nuclei, one run per target so that each target is its own scope and a
 // clean rescan of it closes what was fixed there.
+//
+// A target is scanned only once it accepts a connection: nuclei reports
+// nothing and no error for a target that is down, and submitting that
+// empty output would resolve every finding of the scope. A configured
+// target that is down fails the scan; a discovered name is tried over
+// http and https and skipped where nothing listens.
 func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 	var runs []string
 	var errs []error
-	targets := normaliseTargets(sp.Targets.URLs)
-	if sp.Kind == finding.KindExternal && len(sp.Targets.Domains) > 0 {
-		names, runID, err := w.discover(ctx, sp)
-		if runID != "" {
-			runs = append(runs, runID)
+	type target struct {
+		url        string
+		discovered bool
+	}
+	var targets []target
+	seen := map[string]bool{}
+	add := func(u string, discovered bool) {
+		if !seen[u] {
+			seen[u] = true
+			targets = append(targets, target{u, discovered})
 		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-		for _, n := range names {
-			targets = append(targets, "http://"+n, "https://"+n)
-		}
+	}
+	for _, u := range normaliseTargets(sp.Targets.URLs) {
+		add(u, false)
 	}
 	var headers []string
 	if sp.Credential != "" {
@@ -139,33 +226,110 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 			return runs, fmt.Errorf("schedule %s: credential %q: %w", sp.Name, sp.Credential, err)
 		}
 	}
+	if sp.Kind == finding.KindExternal && len(sp.Targets.Domains) > 0 {
+		names, runID, err := w.discover(ctx, sp)
+		if runID != "" {
+			runs = append(runs, runID)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, n := range names {
+			add("http://"+n, true)
+			add("https://"+n, true)
+		}
+	}
 	dirs := sp.Nuclei.TemplateDirs
 	if len(dirs) == 0 {
 		dirs = w.opt.Templates
 	}
 	for _, t := range targets {
+		if err := probe(ctx, t.url, sp.Amass.Resolvers); err != nil {
+			if t.discovered {
+				w.log.Info("discovered target not scanned", "schedule", sp.Name, "target", t.url, "reason", err)
+				continue
+			}
+			errs = append(errs, err)
+			continue // an unreachable target must not close its findings: submit nothing
+		}
 		var out bytes.Buffer
 		_, err := nuclei.Run(ctx, nuclei.Config{
-			Targets: []string{t}, TemplateDirs: dirs,
+			Targets: []string{t.url}, TemplateDirs: dirs,
 			Tags: sp.Nuclei.Tags, ExcludeTags: sp.Nuclei.ExcludeTags, Severities: sp.Nuclei.Severities,
 			Headers: headers, Resolvers: sp.Amass.Resolvers,
 			StateDir: filepath.Join(w.opt.StateDir, "nuclei"),
 		}, &out)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("nuclei %s: %w", t, err))
+			errs = append(errs, fmt.Errorf("nuclei %s: %w", t.url, err))
 			continue // a partial scan must not close findings: submit nothing
 		}
 		id, err := w.opt.Submitter.Submit(ctx, &out, pipeline.Request{
-			Kind: string(sp.Kind), Scope: t, Format: "nuclei", ScheduleID: sp.Name,
+			Kind: string(sp.Kind), Scope: t.url, Format: "nuclei", ScheduleID: sp.Name,
 			Actor: "scheduler", FileName: sp.Name + ".nuclei.jsonl",
 		})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("submit nuclei output for %s: %w", t, err))
+			errs = append(errs, fmt.Errorf("submit nuclei output for %s: %w", t.url, err))
 			continue
 		}
 		runs = append(runs, id)
 	}
 	return runs, errors.Join(errs...)
+}
+
+// probe checks that target accepts a TCP connection, looking its host up
+// with resolvers (ip or ip:port; the system's when empty), as nuclei does.
+// It contacts nothing but the target and those resolvers.
+func probe(ctx context.Context, target string, resolvers []string) error {
+	u, err := url.Parse(target)
+	if err != nil || u.Hostname() == "" {
+		return fmt.Errorf("target %s: not a URL with a host", target)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	res := net.DefaultResolver
+	if len(resolvers) > 0 {
+		servers := make([]string, 0, len(resolvers))
+		for _, r := range resolvers {
+			if ap, err := netip.ParseAddrPort(r); err == nil {
+				servers = append(servers, ap.String())
+			} else if a, err := netip.ParseAddr(r); err == nil {
+				servers = append(servers, netip.AddrPortFrom(a, 53).String())
+			}
+		}
+		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			var err error
+			for _, s := range servers {
+				var c net.Conn
+				if c, err = d.DialContext(ctx, network, s); err == nil {
+					return c, nil
+				}
+			}
+			return nil, errors.Join(errors.New("no resolver"), err)
+		}}
+	}
+	addrs := []string{u.Hostname()}
+	if _, err := netip.ParseAddr(u.Hostname()); err != nil {
+		if addrs, err = res.LookupHost(ctx, u.Hostname()); err != nil {
+			return fmt.Errorf("target %s unreachable: %w", target, err)
+		}
+	}
+	var d net.Dialer
+	for _, a := range addrs {
+		var c net.Conn
+		if c, err = d.DialContext(ctx, "tcp", net.JoinHostPort(a, port)); err == nil {
+			c.Close()
+			return nil
+		}
+	}
+	return fmt.Errorf("target %s unreachable: %w", target, err)
 }
 
 // discover enumerates the schedule's root domains and stores the assets as
@@ -200,7 +364,7 @@ func (w *Worker) discover(ctx context.Context, sp spec.Schedule) ([]string, stri
 		}
 	}
 	id, err := w.opt.Submitter.Submit(ctx, bytes.NewReader(out.Bytes()), pipeline.Request{
-		Kind: string(sp.Kind), Scope: "domains:" + strings.Join(sp.Targets.Domains, ","), Format: "amass",
+		Kind: string(sp.Kind), Scope: domainsScope(sp.Targets.Domains), Format: "amass",
 		ScheduleID: sp.Name, Actor: "scheduler", FileName: sp.Name + ".amass.jsonl",
 	})
 	if err != nil {
@@ -209,10 +373,25 @@ func (w *Worker) discover(ctx context.Context, sp spec.Schedule) ([]string, stri
 	return names, id, nil
 }
 
+// domainsScope names the scope of a discovery run: the root domains,
+// lower-case, sorted and without a trailing dot, so that the same domains
+// written differently are one scope.
+func domainsScope(domains []string) string {
+	ds := make([]string, 0, len(domains))
+	for _, d := range domains {
+		ds = append(ds, strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), "."))
+	}
+	slices.Sort(ds)
+	return "domains:" + strings.Join(slices.Compact(ds), ",")
+}
+
 // code clones each repository and runs the analyser in it.
 func (w *Worker) code(ctx context.Context, sp spec.Schedule) ([]string, error) {
 	var token string
-	if sp.Credential != "" && w.opt.Credentials != nil {
+	if sp.Credential != "" {
+		if w.opt.Credentials == nil {
+			return nil, fmt.Errorf("schedule %s needs credential %q but no vault key is configured", sp.Name, sp.Credential)
+		}
 		cred, err := w.opt.Credentials.Credential(ctx, sp.Credential)
 		if err != nil {
 			return nil, fmt.Errorf("schedule %s: credential %q: %w", sp.Name, sp.Credential, err)

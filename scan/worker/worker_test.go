@@ -1,0 +1,964 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/miekg/dns"
+
+	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/configs"
+	"github.com/starpipe/starpipe/credentials"
+	"github.com/starpipe/starpipe/demo"
+	"github.com/starpipe/starpipe/finding"
+	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/mapping"
+	"github.com/starpipe/starpipe/relay"
+	"github.com/starpipe/starpipe/scan/code"
+	"github.com/starpipe/starpipe/scan/worker"
+	"github.com/starpipe/starpipe/scheduler"
+	"github.com/starpipe/starpipe/scheduler/spec"
+	"github.com/starpipe/starpipe/scoring"
+	"github.com/starpipe/starpipe/store"
+	"github.com/starpipe/starpipe/store/storetest"
+	"github.com/starpipe/starpipe/vault"
+)
+
+// The tests here run scheduled scans end to end, wired as
+// cmd/starpipe/serve.go wires the daemon: the real Scheduler (on a fake
+// clock) claims a due time and writes the scan request to the outbox; the
+// relay publishes it to the embedded Kafka-protocol broker; the worker
+// consumes it, scans loopback targets with the real nuclei, amass and code
+// runners, and submits the output through intake; the relay publishes the
+// run; the ingest consumer parses, scores, maps and stores the findings in
+// PostgreSQL. Every target is on loopback: an httptest server running the
+// demo shop, a miekg/dns server, a git repository in a temporary directory.
+
+// cadence is every schedule's: the fake clock is moved to its next due time
+// to fire them.
+const cadence = "daily@02:00"
+
+// Bearer tokens of the demo target: the right one opens /admin/debug.
+const (
+	rightToken = "tok-right-7Hq2xW9pLm4"
+	wrongToken = "tok-wrong-3Fz8kR1vNc6"
+)
+
+// harness is one daemon: database, broker, relay, ingest consumer, worker
+// and scheduler.
+type harness struct {
+	t   *testing.T
+	ctx context.Context
+	st  *store.Store
+	kr  *vault.Keyring
+	wk  *worker.Worker
+	clk *fakeClock
+	log *slog.Logger
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, ctx: t.Context(), log: testLogger(t)}
+	h.st, _ = storetest.New(t)
+
+	broker, err := bus.StartEmbedded(h.ctx, bus.EmbeddedConfig{Partitions: 2, GroupMinSessionTimeout: 500 * time.Millisecond}, h.log)
+	if err != nil {
+		t.Fatalf("starting embedded broker: %v", err)
+	}
+	t.Cleanup(broker.Close)
+	bcfg := bus.Config{
+		Brokers:           broker.Addrs(),
+		Partitions:        2,
+		SessionTimeout:    2 * time.Second,
+		HeartbeatInterval: 200 * time.Millisecond,
+	}.WithDefaults()
+	prod := bus.NewProducer(bcfg, h.log)
+	t.Cleanup(func() { prod.Close() })
+
+	m, err := mapping.Default(mapping.WithAllVersions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrich := func(f *finding.Finding) {
+		scoring.Apply(f, nil)
+		m.Apply(f)
+	}
+	cons := pipeline.NewConsumer(h.st, prod, enrich, pipeline.Config{Limits: parse.Limits{}}, h.log, nil)
+	intake := pipeline.NewIntake(h.st, 64<<20, t.TempDir(), h.log)
+
+	key, err := vault.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.kr, err = vault.NewKeyring(key); err != nil {
+		t.Fatal(err)
+	}
+	h.wk = worker.New(worker.Options{
+		Submitter: intake, Credentials: credentials.NewResolver(h.st, h.kr), Ledger: h.st,
+		StateDir: t.TempDir(), Templates: []string{extractTemplates(t)}, Logger: h.log,
+	})
+
+	runOpts := bus.RunOptions{DLQ: prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second}
+	h.background("relay", func(ctx context.Context) error {
+		return relay.New(h.st, prod, h.log, relay.WithPollInterval(100*time.Millisecond)).Run(ctx)
+	})
+	h.background("ingest consumer", func(ctx context.Context) error {
+		return bus.NewConsumer(bcfg, "starpipe-ingest", bus.TopicScanResults, h.log).Run(ctx, cons.Handle, runOpts)
+	})
+	h.background("worker", func(ctx context.Context) error {
+		return bus.NewConsumer(bcfg, "starpipe-workers", bus.TopicScanRequests, h.log).Run(ctx, h.wk.Handle, runOpts)
+	})
+	return h
+}
+
+// background runs fn until the test ends, then cancels it and waits. The
+// cleanup is registered after the store's and the broker's, so it runs
+// before they close.
+func (h *harness) background(name string, fn func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(h.ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := fn(ctx); err != nil && ctx.Err() == nil {
+			h.log.Error("background part stopped", "part", name, "err", err)
+		}
+	}()
+	h.t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			h.t.Errorf("%s did not stop within 30s", name)
+		}
+	})
+}
+
+// extractTemplates writes the shipped nuclei templates to a temporary
+// directory, as serve does to its state directory.
+func extractTemplates(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	entries, err := fs.ReadDir(configs.FS, "templates")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := fs.ReadFile(configs.FS, "templates/"+e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// saveCredential stores a bearer credential in the vault.
+func (h *harness) saveCredential(name, token string) {
+	h.t.Helper()
+	c := vault.Credential{Name: name, Kind: vault.KindBearer, Secret: vault.Secret(token)}
+	if _, _, err := credentials.Save(h.ctx, h.st, h.kr, c, "test"); err != nil {
+		h.t.Fatalf("saving credential %s: %v", name, err)
+	}
+}
+
+// schedule builds a schedule with the tests' cadence.
+func schedule(name string, kind finding.ScanKind) spec.Schedule {
+	return spec.Schedule{Name: name, Kind: kind, Cadence: cadence}
+}
+
+// startScheduler applies the schedules, starts the scheduler on a fake
+// clock that stands at the present, and returns the schedules' first due
+// time, once the scheduler is waiting for it.
+func (h *harness) startScheduler(ss ...spec.Schedule) time.Time {
+	h.t.Helper()
+	if _, err := scheduler.Apply(h.ctx, h.st, ss, "test"); err != nil {
+		h.t.Fatalf("applying schedules: %v", err)
+	}
+	// The present, not a fixed date: the schedules owe runs from their
+	// creation (now), so the first due time after it is owed and nothing
+	// before it is missed.
+	h.clk = newFakeClock(time.Now())
+	c, err := ss[0].CadenceOf()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	due := c.Next(h.clk.Now())
+	s, err := scheduler.New(scheduler.Options{
+		Store: h.st, Clock: h.clk, Logger: h.log,
+		// Reloads come from NOTIFY; a long poll keeps the wall clock from
+		// adding wake-ups.
+		PollInterval: time.Hour,
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := s.Start(h.ctx); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(s.Stop)
+	h.clk.awaitTimers(h.t, due, 1)
+	return due
+}
+
+// fire moves the clock to due and waits until the scheduler has claimed
+// it and is waiting for the next due time.
+func (h *harness) fire(due time.Time) time.Time {
+	h.t.Helper()
+	h.clk.Set(due)
+	next := due.AddDate(0, 0, 1)
+	h.clk.awaitTimers(h.t, next, 1)
+	return next
+}
+
+// waitLedger waits until the schedule's ledger has n rows and every one
+// has ended, and returns the rows.
+func (h *harness) waitLedger(name string, n int) []store.LedgerEntry {
+	h.t.Helper()
+	var es []store.LedgerEntry
+	h.waitFor(fmt.Sprintf("%d finished ledger rows of %s", n, name), 90*time.Second, func() bool {
+		var err error
+		if es, err = h.st.ListLedger(h.ctx, name, time.Time{}, time.Time{}); err != nil {
+			h.t.Fatal(err)
+		}
+		if len(es) != n {
+			return false
+		}
+		for _, e := range es {
+			if e.Status != store.LedgerSucceeded && e.Status != store.LedgerFailed {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("ledger %+v", es) })
+	return es
+}
+
+// run is a scan run as the tests look at it.
+type run struct {
+	ID, Scope, Kind, Format, Status, Error, Artifact string
+	Assets                                           int
+}
+
+// waitRuns waits until every scan run of the schedule has ended and
+// returns them by scope.
+func (h *harness) waitRuns(schedule string) map[string]run {
+	h.t.Helper()
+	var out map[string]run
+	h.waitFor("the runs of "+schedule+" to end", 30*time.Second, func() bool {
+		out = map[string]run{}
+		rows, err := h.st.Pool().Query(h.ctx, `
+			SELECT id::text, scope, kind, format, status, coalesce(error, ''), coalesce(artifact_sha256, ''),
+			       coalesce((stats->>'assets')::int, 0)
+			FROM scan_runs WHERE schedule_id = $1`, schedule)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		defer rows.Close()
+		done := true
+		for rows.Next() {
+			var r run
+			if err := rows.Scan(&r.ID, &r.Scope, &r.Kind, &r.Format, &r.Status, &r.Error, &r.Artifact, &r.Assets); err != nil {
+				h.t.Fatal(err)
+			}
+			if _, dup := out[r.Scope]; dup {
+				h.t.Fatalf("two runs of %s for scope %s", schedule, r.Scope)
+			}
+			out[r.Scope] = r
+			done = done && (r.Status == "succeeded" || r.Status == "failed")
+		}
+		if err := rows.Err(); err != nil {
+			h.t.Fatal(err)
+		}
+		return done
+	}, func() string { return fmt.Sprintf("runs %+v", out) })
+	return out
+}
+
+// storedFinding is a finding row as the tests look at it.
+type storedFinding struct {
+	Rule, Kind, Severity, SeveritySource, Status string
+	CVE, Controls                                []string
+}
+
+// findings returns the findings of scope by rule id.
+func (h *harness) findings(scope string) map[string]storedFinding {
+	h.t.Helper()
+	rows, err := h.st.Pool().Query(h.ctx, `
+		SELECT f.rule_id, f.kind, f.severity, coalesce(f.severity_source, ''), f.status, coalesce(f.cve, '{}'),
+		       coalesce((SELECT array_agg(DISTINCT l.control_id ORDER BY l.control_id) FROM control_links l WHERE l.finding_id = f.id), '{}')
+		FROM findings f WHERE f.scope = $1`, scope)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]storedFinding{}
+	for rows.Next() {
+		var f storedFinding
+		if err := rows.Scan(&f.Rule, &f.Kind, &f.Severity, &f.SeveritySource, &f.Status, &f.CVE, &f.Controls); err != nil {
+			h.t.Fatal(err)
+		}
+		out[f.Rule] = f
+	}
+	if err := rows.Err(); err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+// waitFor polls cond until it holds; at the deadline it fails with what
+// state() describes.
+func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool, state func() string) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out after %s waiting for %s; %s", timeout, what, state())
+		}
+		select {
+		case <-h.ctx.Done():
+			h.t.Fatalf("waiting for %s: %v", what, h.ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// demoTarget serves the demo shop on loopback.
+func demoTarget(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(demo.Handler(rightToken))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func ruleIDs(byRule map[string]storedFinding) []string {
+	var ids []string
+	for id := range byRule {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestExternalScan fires an external schedule at the demo shop and checks
+// the findings that reach PostgreSQL; then, with the shop down, it fires
+// the next due time, which must fail without closing those findings.
+func TestExternalScan(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	srv := demoTarget(t)
+	sp := schedule("web", finding.KindExternal)
+	sp.Targets.URLs = []string{srv.URL + "/"} // the trailing slash is dropped from the scope
+	due := h.startScheduler(sp)
+	next := h.fire(due)
+
+	es := h.waitLedger("web", 1)
+	runs := h.waitRuns("web")
+	r, ok := runs[srv.URL]
+	if len(runs) != 1 || !ok {
+		t.Fatalf("runs by scope: %+v, want one for %s", runs, srv.URL)
+	}
+	if e := es[0]; e.Status != store.LedgerSucceeded || !e.Due.Equal(due) || e.CatchUp || e.RunID != r.ID || e.Error != "" {
+		t.Fatalf("ledger row %+v, want succeeded at %s with run %s", e, due, r.ID)
+	}
+	if r.Status != "succeeded" || r.Kind != "external" || r.Format != "nuclei" {
+		t.Fatalf("run %+v", r)
+	}
+
+	byRule := h.findings(srv.URL)
+	t.Logf("findings of %s: %v", srv.URL, ruleIDs(byRule))
+	gitConfig, ok := byRule["starpipe-git-config-exposure"]
+	if !ok || gitConfig.Kind != "external" || gitConfig.Status != "open" || gitConfig.Severity != "medium" {
+		t.Errorf("git config exposure: %+v (present %v)", gitConfig, ok)
+	}
+	cve, ok := byRule["starpipe-demo-cve-2099-0001"]
+	switch {
+	case !ok:
+		t.Errorf("no finding of starpipe-demo-cve-2099-0001 among %v", ruleIDs(byRule))
+	case cve.Severity != "critical" || cve.SeveritySource != "vector" || !slices.Equal(cve.CVE, []string{"CVE-2099-0001"}) || cve.Kind != "external":
+		t.Errorf("demo CVE finding %+v, want critical from the vector, CVE-2099-0001", cve)
+	case !slices.Contains(cve.Controls, "TVM-07"):
+		t.Errorf("demo CVE finding's controls %v lack TVM-07", cve.Controls)
+	}
+	for _, id := range []string{"starpipe-env-file-exposure", "starpipe-directory-listing", "starpipe-server-version-disclosure"} {
+		if _, ok := byRule[id]; !ok {
+			t.Errorf("no finding of %s among %v", id, ruleIDs(byRule))
+		}
+	}
+	if f, ok := byRule["starpipe-admin-debug-exposure"]; ok {
+		t.Errorf("an external scan, without credentials, found the authenticated area: %+v", f)
+	}
+	if t.Failed() {
+		return
+	}
+
+	// The next due time comes while the target is down: the run fails, no
+	// scan run is stored, and nothing the first run found is resolved.
+	srv.Close()
+	h.fire(next)
+	es = h.waitLedger("web", 2)
+	if e := es[1]; e.Status != store.LedgerFailed || !e.Due.Equal(next) || e.RunID != "" ||
+		!strings.Contains(e.Error, srv.URL) || !strings.Contains(e.Error, "unreachable") {
+		t.Fatalf("ledger row of the scan of the stopped target: %+v", e)
+	}
+	if runs := h.waitRuns("web"); len(runs) != 1 {
+		t.Fatalf("runs after the failed scan: %+v", runs)
+	}
+	for id, f := range h.findings(srv.URL) {
+		if f.Status != "open" {
+			t.Errorf("%s is %s after a scan that could not reach the target", id, f.Status)
+		}
+	}
+}
+
+// TestAuthenticatedScan fires two authenticated schedules at the demo
+// shop, one holding the right bearer token and one a wrong token: only the
+// right one reaches the debug dump behind authentication, and neither
+// token is stored anywhere.
+func TestAuthenticatedScan(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	srv := demoTarget(t)
+	h.saveCredential("shop-admin", rightToken)
+	h.saveCredential("shop-stale", wrongToken)
+	right := schedule("auth-right", finding.KindAuthenticated)
+	right.Targets.URLs = []string{srv.URL}
+	right.Credential = "shop-admin"
+	wrong := schedule("auth-wrong", finding.KindAuthenticated)
+	wrong.Targets.URLs = []string{srv.URL + "/app"}
+	wrong.Credential = "shop-stale"
+	h.fire(h.startScheduler(right, wrong))
+
+	for _, c := range []struct {
+		schedule, scope string
+		wantDebug       bool
+	}{
+		{"auth-right", srv.URL, true},
+		{"auth-wrong", srv.URL + "/app", false},
+	} {
+		es := h.waitLedger(c.schedule, 1)
+		runs := h.waitRuns(c.schedule)
+		r, ok := runs[c.scope]
+		if len(runs) != 1 || !ok || r.Status != "succeeded" || r.Kind != "authenticated" {
+			t.Fatalf("%s: runs by scope %+v, want one succeeded for %s", c.schedule, runs, c.scope)
+		}
+		if es[0].Status != store.LedgerSucceeded || es[0].RunID != r.ID {
+			t.Fatalf("%s: ledger row %+v", c.schedule, es[0])
+		}
+		byRule := h.findings(c.scope)
+		t.Logf("findings of %s: %v", c.scope, ruleIDs(byRule))
+		debug, got := byRule["starpipe-admin-debug-exposure"]
+		if got != c.wantDebug {
+			t.Errorf("%s: debug dump found = %v, want %v (findings %v)", c.schedule, got, c.wantDebug, ruleIDs(byRule))
+		}
+		if got && (debug.Kind != "authenticated" || debug.Severity != "high") {
+			t.Errorf("%s: debug dump finding %+v", c.schedule, debug)
+		}
+		// The rest of the shop is scanned either way: the wrong token
+		// did not stop the scan, it only kept the admin area shut.
+		if _, ok := byRule["starpipe-git-config-exposure"]; !ok {
+			t.Errorf("%s: no git config exposure among %v", c.schedule, ruleIDs(byRule))
+		}
+		a, content, err := h.st.GetArtifact(h.ctx, r.Artifact)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Format != "nuclei" || len(content) == 0 {
+			t.Errorf("%s: artifact %+v, %d bytes", c.schedule, a, len(content))
+		}
+		assertNoSecret(t, c.schedule+" artifact", string(content))
+	}
+	// Every artifact, and every row that findings, runs, the ledger, the
+	// activity log and the outbox hold.
+	rows, err := h.st.Pool().Query(h.ctx, `SELECT sha256 FROM artifacts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shas []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		shas = append(shas, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(shas) != 2 {
+		t.Errorf("%d artifacts, want 2", len(shas))
+	}
+	for _, sha := range shas {
+		_, content, err := h.st.GetArtifact(h.ctx, sha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertNoSecret(t, "artifact "+sha, string(content))
+	}
+	for _, table := range []string{"findings", "scan_runs", "schedule_ledger", "activity_log"} {
+		assertNoSecret(t, table, dumpTable(t, h.st, table))
+	}
+	var outbox string
+	if err := h.st.Pool().QueryRow(h.ctx, `SELECT coalesce(string_agg(convert_from(payload, 'UTF8'), E'\n'), '') FROM outbox`).Scan(&outbox); err != nil {
+		t.Fatal(err)
+	}
+	assertNoSecret(t, "outbox", outbox)
+}
+
+// assertNoSecret fails if text holds either token, plain or encoded.
+func assertNoSecret(t *testing.T, where, text string) {
+	t.Helper()
+	for _, tok := range []string{rightToken, wrongToken} {
+		for _, form := range []string{tok, base64.StdEncoding.EncodeToString([]byte(tok)), base64.StdEncoding.EncodeToString([]byte("Bearer " + tok))} {
+			if strings.Contains(text, form) {
+				t.Errorf("%s holds a token (%q)", where, form)
+			}
+		}
+	}
+}
+
+// dumpTable returns every row of table as JSON text.
+func dumpTable(t *testing.T, st *store.Store, table string) string {
+	t.Helper()
+	rows, err := st.Pool().Query(t.Context(), `SELECT row_to_json(x)::text FROM `+table+` x`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(s + "\n")
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// zone is the test domain's authoritative data: name -> A record. Nothing
+// listens on port 80 or 443 of these loopback addresses (checked below).
+var zone = map[string]string{
+	"example.test.":     "127.0.0.21",
+	"www.example.test.": "127.0.0.22",
+	"api.example.test.": "127.0.0.23",
+}
+
+// zoneServer answers for example.test from zone; any other name is
+// NXDOMAIN.
+type zoneServer struct{}
+
+func (zoneServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	if len(req.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
+		_ = w.WriteMsg(m)
+		return
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	addr, known := zone[name]
+	soa, _ := dns.NewRR("example.test. 60 IN SOA ns.example.test. admin.example.test. 1 60 60 60 60")
+	switch {
+	case !known:
+		m.Rcode = dns.RcodeNameError
+		if dns.IsSubDomain("example.test.", name) {
+			m.Ns = append(m.Ns, soa)
+		}
+	case q.Qtype == dns.TypeA:
+		rr, _ := dns.NewRR(name + " 60 IN A " + addr)
+		m.Answer = append(m.Answer, rr)
+	default:
+		m.Ns = append(m.Ns, soa)
+	}
+	_ = w.WriteMsg(m)
+}
+
+// startDNS serves h on UDP at ip and a free port. Not 127.0.0.1: amass
+// keys its resolvers by IP only.
+func startDNS(t *testing.T, ip string, h dns.Handler) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(started) }}
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+// listening reports whether something accepts connections at addr.
+func listening(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// TestDomainDiscovery fires an external schedule of a domain: amass
+// enumerates it against the local DNS server, its assets are stored as a
+// run of their own, and the worker goes on to the discovered hosts, where
+// nothing listens, so none of them gets a (necessarily empty) scan that
+// would close its findings.
+func TestDomainDiscovery(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	resolver := startDNS(t, "127.0.0.2", zoneServer{})
+	sp := schedule("discovery", finding.KindExternal)
+	sp.Targets.Domains = []string{"Example.Test"}
+	sp.Amass = spec.AmassSettings{Resolvers: []string{resolver}, Wordlist: []string{"www", "api", "nothere"}}
+	h.fire(h.startScheduler(sp))
+
+	es := h.waitLedger("discovery", 1)
+	runs := h.waitRuns("discovery")
+	scope := "domains:example.test"
+	ar, ok := runs[scope]
+	if !ok || ar.Format != "amass" || ar.Status != "succeeded" || ar.Kind != "external" {
+		t.Fatalf("runs by scope %+v, want a succeeded amass run for %s", runs, scope)
+	}
+	// One name and one address asset per name of the zone.
+	if ar.Assets != 2*len(zone) {
+		t.Errorf("amass run stored %d assets, want %d", ar.Assets, 2*len(zone))
+	}
+	_, content, err := h.st.GetArtifact(h.ctx, ar.Artifact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for line := range strings.Lines(string(content)) {
+		var rec struct {
+			Name      string
+			Addresses []struct{ IP string }
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("amass artifact line %q: %v", line, err)
+		}
+		for _, a := range rec.Addresses {
+			got[rec.Name+"."] = append(got[rec.Name+"."], a.IP)
+		}
+	}
+	for name, ip := range zone {
+		if !slices.Equal(got[name], []string{ip}) {
+			t.Errorf("amass artifact: %s has addresses %v, want %s (all: %v)", name, got[name], ip, got)
+		}
+	}
+	if len(got) != len(zone) {
+		t.Errorf("amass artifact names %v, want those of %v", got, zone)
+	}
+	if e := es[0]; e.Status != store.LedgerSucceeded || e.RunID != ar.ID {
+		t.Fatalf("ledger row %+v, want succeeded with the amass run %s", e, ar.ID)
+	}
+	// A discovered host gets a nuclei run exactly where something
+	// listens: normally nowhere.
+	want := map[string]bool{scope: true}
+	for name, ip := range zone {
+		host := strings.TrimSuffix(name, ".")
+		for scheme, port := range map[string]string{"http": "80", "https": "443"} {
+			if listening(net.JoinHostPort(ip, port)) {
+				want[scheme+"://"+host] = true
+			}
+		}
+	}
+	for s, r := range runs {
+		if !want[s] {
+			t.Errorf("unexpected run %+v", r)
+		}
+		if s != scope && (r.Format != "nuclei" || r.Status != "succeeded") {
+			t.Errorf("nuclei run %+v", r)
+		}
+	}
+	if len(runs) != len(want) {
+		t.Errorf("runs by scope %+v, want %v", runs, want)
+	}
+}
+
+// sarifFindings is findings.sarif of the code test's repository: three
+// results of two rules.
+const sarifFindings = `{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"testscan","version":"1.0.0","rules":[
+ {"id":"TS001","shortDescription":{"text":"SQL built from input"},"properties":{"security-severity":"8.1","tags":["security","external/cwe/cwe-89"]}},
+ {"id":"TS002","shortDescription":{"text":"Hard-coded credential"},"properties":{"security-severity":"7.5","tags":["security","external/cwe/cwe-798"]}}]}},
+ "results":[
+ {"ruleId":"TS001","level":"error","message":{"text":"query built from request data"},"locations":[{"physicalLocation":{"artifactLocation":{"uri":"db/query.go"},"region":{"startLine":12}}}]},
+ {"ruleId":"TS001","level":"error","message":{"text":"query built from request data"},"locations":[{"physicalLocation":{"artifactLocation":{"uri":"db/report.go"},"region":{"startLine":40}}}]},
+ {"ruleId":"TS002","level":"warning","message":{"text":"password literal"},"locations":[{"physicalLocation":{"artifactLocation":{"uri":"config/config.go"},"region":{"startLine":7}}}]}]}]}
+`
+
+// newRepo commits findings.sarif to a git repository in a temporary
+// directory and returns its path.
+func newRepo(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	repo, err := git.PlainInit(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"README": "test repository\n", "findings.sarif": sarifFindings} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wt.Add(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sig := &object.Signature{Name: "test", Email: "test@example.invalid", When: time.Unix(1700000000, 0)}
+	if _, err := wt.Commit("findings", &git.CommitOptions{Author: sig}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestCodeScan fires a code schedule whose command prints the SARIF file
+// committed in a local repository, and a second one whose command fails:
+// the first stores its findings under the repository's scope; the second
+// fails in the ledger with the command's error and stores no run. A scan
+// request delivered again after it ended is not run again.
+func TestCodeScan(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	repo := newRepo(t)
+	ok := schedule("code", finding.KindCode)
+	ok.Targets.Repositories = []string{repo}
+	ok.Code.Command = []string{"sh", "-c", "cat findings.sarif"}
+	bad := schedule("code-broken", finding.KindCode)
+	bad.Targets.Repositories = []string{repo}
+	bad.Code.Command = []string{"sh", "-c", "exit 2"}
+	h.fire(h.startScheduler(ok, bad))
+
+	scope := code.Scope(repo)
+	es := h.waitLedger("code", 1)
+	runs := h.waitRuns("code")
+	r, found := runs[scope]
+	if len(runs) != 1 || !found || r.Status != "succeeded" || r.Kind != "code" || r.Format != "sarif" {
+		t.Fatalf("runs by scope %+v, want one succeeded SARIF run for %s", runs, scope)
+	}
+	if e := es[0]; e.Status != store.LedgerSucceeded || e.RunID != r.ID {
+		t.Fatalf("ledger row %+v, want succeeded with run %s", e, r.ID)
+	}
+	var n, observed int
+	if err := h.st.Pool().QueryRow(h.ctx, `SELECT count(*) FILTER (WHERE kind = 'code' AND status = 'open'), count(*) FROM findings WHERE scope = $1`, scope).Scan(&n, &observed); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || observed != 3 {
+		t.Errorf("%d open code findings (%d in all) for %s, want 3", n, observed, scope)
+	}
+
+	es = h.waitLedger("code-broken", 1)
+	if e := es[0]; e.Status != store.LedgerFailed || e.RunID != "" || !strings.Contains(e.Error, "scan command failed") || !strings.Contains(e.Error, scope) {
+		t.Errorf("ledger row of the failing command %+v", e)
+	}
+	var brokenRuns int
+	if err := h.st.Pool().QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code-broken'`).Scan(&brokenRuns); err != nil {
+		t.Fatal(err)
+	}
+	if brokenRuns != 0 {
+		t.Errorf("%d scan runs of the failing command, want none", brokenRuns)
+	}
+
+	// Redelivery of the finished request (at-least-once delivery): nothing
+	// runs again and the ledger keeps its outcome.
+	var payload []byte
+	if err := h.st.Pool().QueryRow(h.ctx, `SELECT payload FROM outbox WHERE topic = $1 AND key = 'code'`, bus.TopicScanRequests).Scan(&payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.wk.Handle(h.ctx, bus.Message{Key: []byte("code"), Value: payload}); err != nil {
+		t.Fatalf("handling the request again: %v", err)
+	}
+	var all int
+	if err := h.st.Pool().QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code'`).Scan(&all); err != nil {
+		t.Fatal(err)
+	}
+	if es := h.waitLedger("code", 1); all != 1 || es[0].RunID != r.ID {
+		t.Errorf("after redelivery: %d runs, ledger %+v", all, es[0])
+	}
+}
+
+// TestUnreadableSpec hands the worker a request whose schedule cannot be
+// decoded: it is poison, and its ledger row fails at once instead of
+// staying pending until it is abandoned.
+func TestUnreadableSpec(t *testing.T) {
+	t.Parallel()
+	st, _ := storetest.New(t)
+	sp := schedule("odd", finding.KindCode)
+	sp.Targets.Repositories = []string{"/nonexistent"}
+	sp.Code.Command = []string{"true"}
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	due := time.Now().Add(time.Minute).Truncate(time.Minute)
+	c, err := st.ClaimDue(t.Context(), store.ClaimRequest{
+		Schedule: "odd", Due: due, Now: due, AbandonBefore: due.Add(-time.Hour),
+		Enqueue: func(context.Context, store.DBTX, int64) error { return nil },
+	})
+	if err != nil || !c.Claimed {
+		t.Fatalf("claim: %+v, %v", c, err)
+	}
+	msg, err := bus.Encode(bus.TypeScanRequest, scheduler.ScanRequest{LedgerID: c.LedgerID, Schedule: "odd", Due: due, Spec: []byte(`"not a schedule"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wk := worker.New(worker.Options{Ledger: st, StateDir: t.TempDir(), Logger: testLogger(t)})
+	if err := wk.Handle(t.Context(), bus.Message{Key: []byte("odd"), Value: msg}); !bus.IsPoison(err) {
+		t.Fatalf("Handle = %v, want a poison error", err)
+	}
+	es, err := st.ListLedger(t.Context(), "odd", time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 || es[0].Status != store.LedgerFailed || !strings.Contains(es[0].Error, "schedule spec") {
+		t.Fatalf("ledger %+v, want one failed row naming the spec", es)
+	}
+}
+
+// testLogger sends warnings and errors to the test log, and drops them
+// once the test is over (background goroutines may still be winding down
+// then).
+func testLogger(t *testing.T) *slog.Logger {
+	w := &tWriter{t: t}
+	t.Cleanup(w.close)
+	level := slog.LevelWarn
+	if testing.Verbose() {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type tWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *tWriter) close() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+}
+
+// fakeClock is a scheduler.Clock that moves only when the test says so
+// (copied from scheduler/fakeclock_test.go). Tests learn that the
+// scheduler has finished its work and is waiting again from the timers it
+// registers (awaitTimers), never from sleeping.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	timers  []fakeTimer
+	changed chan struct{} // closed and replaced whenever a timer is added
+}
+
+type fakeTimer struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock(now time.Time) *fakeClock {
+	return &fakeClock{now: now, changed: make(chan struct{})}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), ch: ch})
+	close(c.changed)
+	c.changed = make(chan struct{})
+	return ch
+}
+
+// Set moves the clock to t and fires every timer due by then.
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+	kept := c.timers[:0]
+	for _, tm := range c.timers {
+		if tm.at.After(t) {
+			kept = append(kept, tm)
+			continue
+		}
+		tm.ch <- t
+	}
+	c.timers = kept
+}
+
+// awaitTimers waits until n timers set to fire at exactly at are
+// pending: the scheduler that set them has finished its step and is
+// waiting.
+func (c *fakeClock) awaitTimers(t *testing.T, at time.Time, n int) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		c.mu.Lock()
+		found := 0
+		for _, tm := range c.timers {
+			if tm.at.Equal(at) {
+				found++
+			}
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		if found >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			var ats []time.Time
+			for _, tm := range c.timers {
+				ats = append(ats, tm.at)
+			}
+			t.Fatalf("want %d timers at %s, still missing after 20s; pending timers: %v", n, at.UTC(), ats)
+		}
+	}
+}
