@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"maps"
 	"strconv"
@@ -150,14 +151,27 @@ func (c *Consumer) Run(ctx context.Context, h Handler, opts RunOptions) (err err
 	defer wg.Wait()
 	defer close(done)
 
+	fetchDelay := opts.InitialBackoff
 	for {
 		msg, err := c.Fetch(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
+				return err // the reader was closed: nothing more will come
+			}
+			// An unreachable broker is an outage, not the end of the
+			// consumer: kafka-go reconnects underneath, so wait and fetch
+			// again rather than take the daemon down.
+			c.log.Warn("fetch failed; retrying", "error", err, "retry_in", fetchDelay)
+			if sleepCtx(ctx, fetchDelay) != nil {
+				return nil
+			}
+			fetchDelay = min(2*fetchDelay, opts.MaxBackoff)
+			continue
 		}
+		fetchDelay = opts.InitialBackoff
 		if err := c.process(ctx, work, h, dlq, msg, opts); err != nil {
 			if ctx.Err() != nil {
 				return nil
