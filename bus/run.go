@@ -75,6 +75,15 @@ type RunOptions struct {
 	// after ctx is cancelled before its own context is cancelled too.
 	// Default: 30 s.
 	DrainTimeout time.Duration
+	// Concurrency lets up to this many messages for which Parallel
+	// returns true be handled at once (default 1: one at a time). Any
+	// other message is a barrier: it waits until everything in flight has
+	// finished and then runs alone, so messages whose order matters keep
+	// it. Offsets are still committed in order per partition: a message's
+	// offset is committed only once every earlier message of its
+	// partition is done.
+	Concurrency int
+	Parallel    func(Message) bool
 }
 
 func (o RunOptions) withDefaults() RunOptions {
@@ -151,6 +160,19 @@ func (c *Consumer) Run(ctx context.Context, h Handler, opts RunOptions) (err err
 	defer wg.Wait()
 	defer close(done)
 
+	track := newOffsetTracker()
+	commit := func(e *trackedMessage) func(Message) {
+		return func(Message) {
+			if last, ok := track.done(e); ok {
+				c.commit(work, last)
+			}
+		}
+	}
+	conc := max(opts.Concurrency, 1)
+	sem := make(chan struct{}, conc)
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+
 	fetchDelay := opts.InitialBackoff
 	for {
 		msg, err := c.Fetch(ctx)
@@ -172,7 +194,23 @@ func (c *Consumer) Run(ctx context.Context, h Handler, opts RunOptions) (err err
 			continue
 		}
 		fetchDelay = opts.InitialBackoff
-		if err := c.process(ctx, work, h, dlq, msg, opts); err != nil {
+		e := track.add(msg)
+		if conc > 1 && opts.Parallel != nil && opts.Parallel(msg) {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			inflight.Go(func() {
+				defer func() { <-sem }()
+				// An error here means ctx ended mid-retry: the message
+				// stays uncommitted and is delivered again.
+				_ = c.process(ctx, work, h, dlq, msg, opts, commit(e))
+			})
+			continue
+		}
+		inflight.Wait()
+		if err := c.process(ctx, work, h, dlq, msg, opts, commit(e)); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -181,8 +219,54 @@ func (c *Consumer) Run(ctx context.Context, h Handler, opts RunOptions) (err err
 	}
 }
 
+// trackedMessage is a fetched message waiting for its handler.
+type trackedMessage struct {
+	msg  Message
+	done bool
+}
+
+// offsetTracker keeps per-partition fetch order so that, with concurrent
+// handlers, an offset is committed only when everything before it in its
+// partition is done (committing offset N tells the group that every
+// message up to N is processed).
+type offsetTracker struct {
+	mu      sync.Mutex
+	pending map[int][]*trackedMessage
+}
+
+func newOffsetTracker() *offsetTracker {
+	return &offsetTracker{pending: map[int][]*trackedMessage{}}
+}
+
+func (t *offsetTracker) add(m Message) *trackedMessage {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := &trackedMessage{msg: m}
+	t.pending[m.Partition] = append(t.pending[m.Partition], e)
+	return e
+}
+
+// done marks e finished and returns the newest message of its partition
+// whose predecessors are all finished, if that advanced.
+func (t *offsetTracker) done(e *trackedMessage) (Message, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.done = true
+	q := t.pending[e.msg.Partition]
+	n := 0
+	for n < len(q) && q[n].done {
+		n++
+	}
+	if n == 0 {
+		return Message{}, false
+	}
+	last := q[n-1].msg
+	t.pending[e.msg.Partition] = q[n:]
+	return last, true
+}
+
 // process handles one message until it is committed or ctx is done.
-func (c *Consumer) process(ctx, work context.Context, h Handler, dlq *Producer, msg Message, opts RunOptions) error {
+func (c *Consumer) process(ctx, work context.Context, h Handler, dlq *Producer, msg Message, opts RunOptions, commit func(Message)) error {
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     opts.InitialBackoff,
 		RandomizationFactor: 0.2,
@@ -193,7 +277,7 @@ func (c *Consumer) process(ctx, work context.Context, h Handler, dlq *Producer, 
 	for attempt := 1; ; attempt++ {
 		herr := h(work, msg)
 		if herr == nil {
-			c.commit(work, msg)
+			commit(msg)
 			return nil
 		}
 		log := c.log.With("partition", msg.Partition, "offset", msg.Offset, "attempt", attempt)
@@ -204,7 +288,7 @@ func (c *Consumer) process(ctx, work context.Context, h Handler, dlq *Producer, 
 				return err
 			}
 			c.metrics.incDLQ(c.topic, c.group)
-			c.commit(work, msg)
+			commit(msg)
 			return nil
 		}
 		c.metrics.incHandlerError(c.topic, c.group, "retriable")

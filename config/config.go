@@ -67,6 +67,8 @@ type IngestConfig struct {
 	MaxString  int   `yaml:"max_string"`
 	MaxResults int   `yaml:"max_results"`
 	BatchSize  int   `yaml:"batch_size"` // findings per Kafka message
+	// Concurrency is how many findings batches one consumer stores at once.
+	Concurrency int `yaml:"concurrency"`
 }
 
 // ScoringConfig carries environmental CVSS context per scope.
@@ -106,11 +108,12 @@ func Default() Config {
 		Kafka:           KafkaConfig{Partitions: 6, ReplicationFactor: 1, ClientID: "starpipe", Compression: "zstd"},
 		Mapping:         MappingConfig{CCMVersion: "4.0.13"},
 		Ingest: IngestConfig{
-			MaxBytes:   4 << 30,
-			MaxDepth:   128,
-			MaxString:  16 << 20,
-			MaxResults: 10_000_000,
-			BatchSize:  500,
+			MaxBytes:    4 << 30,
+			MaxDepth:    128,
+			MaxString:   16 << 20,
+			MaxResults:  10_000_000,
+			BatchSize:   500,
+			Concurrency: 4,
 		},
 		Scheduler: SchedulerConfig{Enabled: true},
 		Roles:     []string{RoleAPI, RoleIngest, RoleScheduler, RoleWorker},
@@ -239,6 +242,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Ingest.BatchSize < 1 || c.Ingest.BatchSize > 5000 {
 		bad("ingest.batch_size", "must be between 1 and 5000 (batches must stay under the broker's message limit)")
+	}
+	if c.Ingest.Concurrency < 1 || c.Ingest.Concurrency > 64 {
+		bad("ingest.concurrency", "must be between 1 and 64")
 	}
 	if len(c.Roles) == 0 {
 		bad("roles", "at least one role is needed")

@@ -234,7 +234,12 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 				return nil
 			}
 			c := bus.NewConsumer(bcfg, "starpipe-ingest", bus.TopicScanResults, log)
-			return c.Run(gctx, cons.Handle, bus.RunOptions{DLQ: producer, DrainTimeout: cfg.ShutdownTimeout / 2})
+			return c.Run(gctx, cons.Handle, bus.RunOptions{
+				DLQ: producer, DrainTimeout: cfg.ShutdownTimeout / 2,
+				// Batches of one run share a partition (keyed by run id);
+				// storing a few at once keeps PostgreSQL busy on every core.
+				Concurrency: cfg.Ingest.Concurrency, Parallel: pipeline.Parallel,
+			})
 		})
 	}
 

@@ -126,6 +126,15 @@ func (c *Consumer) Handle(ctx context.Context, msg bus.Message) error {
 	return c.poison(ctx, string(msg.Key), fmt.Errorf("unknown message type %q", env.Type))
 }
 
+// Parallel says which messages may be stored concurrently: findings
+// batches, which are independent of each other. Everything else (a run's
+// start, parse and finish) waits for the batches before it, so a run is
+// reconciled only after all of its batches are stored.
+func Parallel(msg bus.Message) bool {
+	env, err := bus.Decode(msg.Value)
+	return err == nil && env.Type == bus.TypeFindings
+}
+
 // poison fails the run the message belongs to (its key is the run id) and
 // marks the error for the dead-letter topic.
 func (c *Consumer) poison(ctx context.Context, runID string, cause error) error {
@@ -244,11 +253,11 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 		if err != nil || !fresh {
 			return err
 		}
-		prog, err := store.AddBatch(ctx, tx, p.RunID, len(p.Findings))
-		if err != nil {
-			return err
+		var status string
+		if err := tx.QueryRow(ctx, `SELECT status FROM scan_runs WHERE id = $1::uuid`, p.RunID).Scan(&status); err != nil {
+			return fmt.Errorf("loading run %s: %w", p.RunID, err)
 		}
-		if prog.Status == "failed" || prog.Status == "succeeded" {
+		if status == "failed" || status == "succeeded" {
 			// A failed run stores nothing more; committing the receipt
 			// alone keeps a replay from trying again.
 			return nil
@@ -277,7 +286,13 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 		if err := c.recordChanges(ctx, tx, p.RunID, opened); err != nil {
 			return err
 		}
-		if prog.Complete() {
+		// Counted last: the run row's lock then serialises concurrent
+		// batches of one run only for the moment before they commit.
+		prog, err := store.AddBatch(ctx, tx, p.RunID, len(p.Findings))
+		if err != nil {
+			return err
+		}
+		if prog.Complete() && prog.Status == "processing" {
 			return c.reconcile(ctx, tx, p.RunID)
 		}
 		return nil

@@ -164,12 +164,12 @@ func (h *harness) startConsumerWith(handle bus.Handler) func() {
 			c := bus.NewConsumer(h.bcfg, group, bus.TopicScanResults, h.log)
 			err := c.Run(ctx, handle, bus.RunOptions{
 				DLQ: h.prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second,
+				Concurrency: 4, Parallel: pipeline.Parallel,
 			})
 			if err == nil || ctx.Err() != nil {
 				return err
 			}
-			// bus.Consumer.Run gives up on the first fetch error, which
-			// kafka-go also reports while a broker is merely unreachable;
+			// Run returns an error only when the reader cannot go on;
 			// the test plays the process supervisor that restarts it.
 			h.consumerRestarts.Add(1)
 			h.log.Warn("consumer stopped; restarting it", "err", err)

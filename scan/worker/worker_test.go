@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -556,8 +557,8 @@ func dumpTable(t *testing.T, st *store.Store, table string) string {
 	return b.String()
 }
 
-// zone is the test domain's authoritative data: name -> A record. Nothing
-// listens on port 80 or 443 of these loopback addresses (checked below).
+// zone is the test domain's authoritative data: name -> A record, all on
+// loopback.
 var zone = map[string]string{
 	"example.test.":     "127.0.0.21",
 	"www.example.test.": "127.0.0.22",
@@ -624,13 +625,28 @@ func listening(addr string) bool {
 
 // TestDomainDiscovery fires an external schedule of a domain: amass
 // enumerates it against the local DNS server, its assets are stored as a
-// run of their own, and the worker goes on to the discovered hosts, where
-// nothing listens, so none of them gets a (necessarily empty) scan that
-// would close its findings.
+// run of their own, and the worker goes on to the discovered hosts, looked
+// up through the same server. A host and scheme where nothing listens gets
+// no (necessarily empty) scan that would close its findings; the shop on
+// www.example.test port 80, where it can be served, is scanned.
 func TestDomainDiscovery(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	resolver := startDNS(t, "127.0.0.2", zoneServer{})
+	// Where binding port 80 is allowed (as root, say), the shop serves
+	// www.example.test, so that a discovered host is scanned for real;
+	// elsewhere nothing listens on any discovered host.
+	served := false
+	if ln, err := net.Listen("tcp", net.JoinHostPort(zone["www.example.test."], "80")); err == nil {
+		srv := httptest.NewUnstartedServer(demo.Handler(rightToken))
+		srv.Listener.Close()
+		srv.Listener = ln
+		srv.Start()
+		t.Cleanup(srv.Close)
+		served = true
+	} else {
+		t.Logf("no discovered host will be scanned: %v", err)
+	}
 	sp := schedule("discovery", finding.KindExternal)
 	sp.Targets.Domains = []string{"Example.Test"}
 	sp.Amass = spec.AmassSettings{Resolvers: []string{resolver}, Wordlist: []string{"www", "api", "nothere"}}
@@ -696,6 +712,13 @@ func TestDomainDiscovery(t *testing.T) {
 	}
 	if len(runs) != len(want) {
 		t.Errorf("runs by scope %+v, want %v", runs, want)
+	}
+	if served {
+		byRule := h.findings("http://www.example.test")
+		t.Logf("findings of http://www.example.test: %v", ruleIDs(byRule))
+		if f, ok := byRule["starpipe-git-config-exposure"]; !ok || f.Kind != "external" {
+			t.Errorf("the shop on a discovered host: git config exposure %+v (present %v) among %v", f, ok, ruleIDs(byRule))
+		}
 	}
 }
 
@@ -803,6 +826,34 @@ func TestCodeScan(t *testing.T) {
 	}
 }
 
+// claim records a due time of a new schedule in the ledger, as the
+// scheduler does, and returns the scan request for it (with spec as its
+// schedule, when not nil).
+func claim(t *testing.T, st *store.Store, sp spec.Schedule, specJSON []byte) (int64, bus.Message) {
+	t.Helper()
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	due := time.Now().Add(time.Minute).Truncate(time.Minute)
+	c, err := st.ClaimDue(t.Context(), store.ClaimRequest{
+		Schedule: sp.Name, Due: due, Now: due, AbandonBefore: due.Add(-time.Hour),
+		Enqueue: func(context.Context, store.DBTX, int64) error { return nil },
+	})
+	if err != nil || !c.Claimed {
+		t.Fatalf("claim: %+v, %v", c, err)
+	}
+	if specJSON == nil {
+		if specJSON, err = json.Marshal(sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := bus.Encode(bus.TypeScanRequest, scheduler.ScanRequest{LedgerID: c.LedgerID, Schedule: sp.Name, Due: due, Spec: specJSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.LedgerID, bus.Message{Key: []byte(sp.Name), Value: v}
+}
+
 // TestUnreadableSpec hands the worker a request whose schedule cannot be
 // decoded: it is poison, and its ledger row fails at once instead of
 // staying pending until it is abandoned.
@@ -812,23 +863,9 @@ func TestUnreadableSpec(t *testing.T) {
 	sp := schedule("odd", finding.KindCode)
 	sp.Targets.Repositories = []string{"/nonexistent"}
 	sp.Code.Command = []string{"true"}
-	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test"); err != nil {
-		t.Fatal(err)
-	}
-	due := time.Now().Add(time.Minute).Truncate(time.Minute)
-	c, err := st.ClaimDue(t.Context(), store.ClaimRequest{
-		Schedule: "odd", Due: due, Now: due, AbandonBefore: due.Add(-time.Hour),
-		Enqueue: func(context.Context, store.DBTX, int64) error { return nil },
-	})
-	if err != nil || !c.Claimed {
-		t.Fatalf("claim: %+v, %v", c, err)
-	}
-	msg, err := bus.Encode(bus.TypeScanRequest, scheduler.ScanRequest{LedgerID: c.LedgerID, Schedule: "odd", Due: due, Spec: []byte(`"not a schedule"`)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, msg := claim(t, st, sp, []byte(`"not a schedule"`))
 	wk := worker.New(worker.Options{Ledger: st, StateDir: t.TempDir(), Logger: testLogger(t)})
-	if err := wk.Handle(t.Context(), bus.Message{Key: []byte("odd"), Value: msg}); !bus.IsPoison(err) {
+	if err := wk.Handle(t.Context(), msg); !bus.IsPoison(err) {
 		t.Fatalf("Handle = %v, want a poison error", err)
 	}
 	es, err := st.ListLedger(t.Context(), "odd", time.Time{}, time.Time{})
@@ -837,6 +874,49 @@ func TestUnreadableSpec(t *testing.T) {
 	}
 	if len(es) != 1 || es[0].Status != store.LedgerFailed || !strings.Contains(es[0].Error, "schedule spec") {
 		t.Fatalf("ledger %+v, want one failed row naming the spec", es)
+	}
+}
+
+// abandoningIntake is intake with a twist: while the scan's output is
+// submitted, the scheduler gives the run up as abandoned (it ran past
+// AbandonAfter).
+type abandoningIntake struct {
+	*pipeline.Intake
+	st       *store.Store
+	ledgerID int64
+}
+
+func (a abandoningIntake) Submit(ctx context.Context, r io.Reader, req pipeline.Request) (string, error) {
+	if err := a.st.MarkLedger(ctx, a.ledgerID, store.LedgerFailed, "", "abandoned"); err != nil {
+		return "", err
+	}
+	return a.Intake.Submit(ctx, r, req)
+}
+
+// TestAbandonedWhileRunning has a run succeed after its ledger row was
+// marked failed: the worker keeps the recorded outcome and the request is
+// done, rather than retried for ever on the conflict.
+func TestAbandonedWhileRunning(t *testing.T) {
+	t.Parallel()
+	st, _ := storetest.New(t)
+	repo := newRepo(t)
+	sp := schedule("slow", finding.KindCode)
+	sp.Targets.Repositories = []string{repo}
+	sp.Code.Command = []string{"sh", "-c", "cat findings.sarif"}
+	id, msg := claim(t, st, sp, nil)
+	wk := worker.New(worker.Options{
+		Submitter: abandoningIntake{pipeline.NewIntake(st, 64<<20, t.TempDir(), nil), st, id},
+		Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t),
+	})
+	if err := wk.Handle(t.Context(), msg); err != nil {
+		t.Fatalf("Handle = %v, want nil", err)
+	}
+	es, err := st.ListLedger(t.Context(), "slow", time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 || es[0].Status != store.LedgerFailed || es[0].Error != "abandoned" {
+		t.Fatalf("ledger %+v, want the abandoned row kept", es)
 	}
 }
 
