@@ -126,13 +126,14 @@ func (c *Consumer) Handle(ctx context.Context, msg bus.Message) error {
 	return c.poison(ctx, string(msg.Key), fmt.Errorf("unknown message type %q", env.Type))
 }
 
-// Parallel says which messages may be stored concurrently: findings
-// batches, which are independent of each other. Everything else (a run's
-// start, parse and finish) waits for the batches before it, so a run is
-// reconciled only after all of its batches are stored.
+// Parallel says which messages may be handled concurrently: findings
+// batches, which are independent of each other, and run-received, whose
+// parse stage can publish batches while earlier ones are being stored. A
+// run's run-finished is a barrier: it waits for everything before it, so a
+// run is reconciled only after its parse and all its batches are done.
 func Parallel(msg bus.Message) bool {
 	env, err := bus.Decode(msg.Value)
-	return err == nil && env.Type == bus.TypeFindings
+	return err == nil && (env.Type == bus.TypeFindings || env.Type == bus.TypeRunReceived)
 }
 
 // poison fails the run the message belongs to (its key is the run id) and

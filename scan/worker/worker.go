@@ -321,15 +321,20 @@ func probe(ctx context.Context, target string, resolvers []string) error {
 			return fmt.Errorf("target %s unreachable: %w", target, err)
 		}
 	}
+	errs := []error{errors.New("no address")}
 	var d net.Dialer
-	for _, a := range addrs {
-		var c net.Conn
-		if c, err = d.DialContext(ctx, "tcp", net.JoinHostPort(a, port)); err == nil {
+	for i, a := range addrs {
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(a, port))
+		if err == nil {
 			c.Close()
 			return nil
 		}
+		if i == 0 {
+			errs = errs[:0]
+		}
+		errs = append(errs, err)
 	}
-	return fmt.Errorf("target %s unreachable: %w", target, err)
+	return fmt.Errorf("target %s unreachable: %w", target, errors.Join(errs...))
 }
 
 // discover enumerates the schedule's root domains and stores the assets as
