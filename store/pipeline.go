@@ -386,9 +386,11 @@ func Reconcile(ctx context.Context, tx pgx.Tx, runID string, sla SLA) ([]StatusC
 	return append(reopened, resolved...), nil
 }
 
-// SetRunFileName records the uploaded file's name.
-func SetRunFileName(ctx context.Context, tx pgx.Tx, runID, name string) error {
-	if _, err := tx.Exec(ctx, `UPDATE scan_runs SET file_name = nullif($2, '') WHERE id = $1::uuid`, runID, name); err != nil {
+// SetRunDetails records the uploaded file's name and the environmental
+// CVSS context its findings are scored under.
+func SetRunDetails(ctx context.Context, tx pgx.Tx, runID, name, environment string) error {
+	if _, err := tx.Exec(ctx, `UPDATE scan_runs SET file_name = nullif($2, ''), environment = nullif($3, '') WHERE id = $1::uuid`,
+		runID, name, environment); err != nil {
 		return fmt.Errorf("recording file name of run %s: %w", runID, err)
 	}
 	return nil

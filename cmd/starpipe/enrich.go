@@ -5,6 +5,7 @@ import (
 
 	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/finding"
+	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/scoring"
 )
@@ -20,15 +21,19 @@ func init() {
 		}
 		// A dry run reports the configured CCM version only, so its
 		// "controls" counts read as plain control ids.
-		return newEnricher(cfg, false)
+		enrich, err := newEnricher(cfg, false)
+		if err != nil {
+			return nil, err
+		}
+		return func(f *finding.Finding) { enrich(f, nil) }, nil
 	}
 }
 
-// newEnricher scores a finding (with the scope's environmental context
-// from scoring.environments) and then maps it, since mapping rules read the
-// severity. allVersions stores links under every CCM version the rules
+// newEnricher scores a finding (under the run's environmental context when
+// its schedule sets one, else the scope's from scoring.environments) and
+// then maps it, since mapping rules read the severity. allVersions stores links under every CCM version the rules
 // name, so reports can be read under v4.0.13 and v4.1 alike.
-func newEnricher(cfg config.Config, allVersions bool) (func(*finding.Finding), error) {
+func newEnricher(cfg config.Config, allVersions bool) (pipeline.Enricher, error) {
 	opts := []mapping.Option{mapping.WithVersion(cfg.Mapping.CCMVersion)}
 	if allVersions {
 		opts = append(opts, mapping.WithAllVersions())
@@ -51,9 +56,8 @@ func newEnricher(cfg config.Config, allVersions bool) (func(*finding.Finding), e
 		}
 		envs[scope] = env
 	}
-	return func(f *finding.Finding) {
-		var env *scoring.Environment
-		if e, ok := envs[f.Scope]; ok {
+	return func(f *finding.Finding, env *scoring.Environment) {
+		if e, ok := envs[f.Scope]; ok && env == nil {
 			env = &e
 		}
 		scoring.Apply(f, env)

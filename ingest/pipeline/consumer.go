@@ -17,6 +17,7 @@ import (
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest"
 	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/scoring"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -27,8 +28,10 @@ type Publisher interface {
 }
 
 // Enricher scores and maps a finding in place (scoring.Apply, then
-// mapping); it must be safe for concurrent use.
-type Enricher func(*finding.Finding)
+// mapping); it must be safe for concurrent use. env is the environmental
+// CVSS context the run's schedule asks for, or nil (the enricher may then
+// use the scope's own context from configuration).
+type Enricher func(f *finding.Finding, env *scoring.Environment)
 
 // Config tunes the consumer.
 type Config struct {
@@ -70,7 +73,7 @@ func NewConsumer(st *store.Store, pub Publisher, enrich Enricher, cfg Config, lo
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	if enrich == nil {
-		enrich = func(*finding.Finding) {}
+		enrich = func(*finding.Finding, *scoring.Environment) {}
 	}
 	m := &metrics{
 		findings: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -244,11 +247,15 @@ func (c *Consumer) publish(ctx context.Context, runID, typ string, payload any) 
 // opened events and their activity rows; a replayed batch changes nothing.
 func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 	start := time.Now()
+	env, err := c.runEnvironment(ctx, p.RunID)
+	if err != nil {
+		return err
+	}
 	for i := range p.Findings {
-		c.enrich(&p.Findings[i])
+		c.enrich(&p.Findings[i], env)
 	}
 	var inserted, updated int
-	err := c.st.InTx(ctx, func(tx pgx.Tx) error {
+	err = c.st.InTx(ctx, func(tx pgx.Tx) error {
 		inserted, updated = 0, 0
 		fresh, err := store.RecordBatch(ctx, tx, p.RunID, p.Seq, len(p.Findings))
 		if err != nil || !fresh {
@@ -305,6 +312,26 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 	c.m.findings.WithLabelValues("seen_again").Add(float64(updated))
 	c.m.batchDur.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// runEnvironment returns the run's environmental CVSS context, if its
+// schedule set one. Intake validated it; a value that no longer parses is
+// ignored rather than blocking the run.
+func (c *Consumer) runEnvironment(ctx context.Context, runID string) (*scoring.Environment, error) {
+	var frag string
+	err := c.st.Pool().QueryRow(ctx, `SELECT coalesce(environment, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&frag)
+	if errors.Is(err, pgx.ErrNoRows) || frag == "" {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading run %s: %w", runID, err)
+	}
+	env, err := scoring.ParseEnvironment(frag)
+	if err != nil {
+		c.log.Warn("run environment ignored", "run_id", runID, "err", err)
+		return nil, nil
+	}
+	return &env, nil
 }
 
 // finishRun records run-finished and reconciles when every batch is in.

@@ -108,8 +108,8 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enrich := func(f *finding.Finding) {
-		scoring.Apply(f, nil)
+	enrich := func(f *finding.Finding, env *scoring.Environment) {
+		scoring.Apply(f, env)
 		m.Apply(f)
 	}
 	bs := o.batchSize

@@ -99,7 +99,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 		}); err != nil {
 			return err
 		}
-		if err := store.SetRunFileName(ctx, tx, runID, req.FileName); err != nil {
+		if err := store.SetRunDetails(ctx, tx, runID, req.FileName, req.Environment); err != nil {
 			return err
 		}
 		if _, err := in.st.AppendActivity(ctx, tx, store.Activity{

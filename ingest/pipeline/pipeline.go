@@ -11,6 +11,7 @@ import (
 
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest"
+	"github.com/starpipe/starpipe/scoring"
 )
 
 // Request describes scan output handed to Submit.
@@ -21,6 +22,9 @@ type Request struct {
 	ScheduleID string
 	Actor      string
 	FileName   string
+	// Environment is a CVSS environmental fragment ("CR:H/IR:H/MAV:A")
+	// applied when scoring this run's findings; a schedule sets it.
+	Environment string
 }
 
 // RequestError is a problem with what the caller sent (HTTP 4xx).
@@ -52,6 +56,11 @@ func (r *Request) normalise(format ingest.Format) error {
 	}
 	if _, err := finding.ParseScanKind(r.Kind); err != nil {
 		return &RequestError{Status: 400, Msg: err.Error()}
+	}
+	if r.Environment != "" {
+		if _, err := scoring.ParseEnvironment(r.Environment); err != nil {
+			return &RequestError{Status: 400, Msg: "environment: " + err.Error()}
+		}
 	}
 	return nil
 }

@@ -265,7 +265,7 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		}
 		id, err := w.opt.Submitter.Submit(ctx, &out, pipeline.Request{
 			Kind: string(sp.Kind), Scope: t.url, Format: "nuclei", ScheduleID: sp.Name,
-			Actor: "scheduler", FileName: sp.Name + ".nuclei.jsonl",
+			Actor: "scheduler", FileName: sp.Name + ".nuclei.jsonl", Environment: sp.Environment,
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("submit nuclei output for %s: %w", t.url, err))
@@ -423,7 +423,7 @@ func (w *Worker) code(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		}
 		id, err := w.opt.Submitter.Submit(ctx, &out, pipeline.Request{
 			Kind: string(finding.KindCode), Scope: code.Scope(repo), Format: "sarif",
-			ScheduleID: sp.Name, Actor: "scheduler", FileName: sp.Name + ".sarif",
+			ScheduleID: sp.Name, Actor: "scheduler", FileName: sp.Name + ".sarif", Environment: sp.Environment,
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("submit SARIF of %s: %w", code.Scope(repo), err))

@@ -96,8 +96,8 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enrich := func(f *finding.Finding) {
-		scoring.Apply(f, nil)
+	enrich := func(f *finding.Finding, env *scoring.Environment) {
+		scoring.Apply(f, env)
 		m.Apply(f)
 	}
 	cons := pipeline.NewConsumer(h.st, prod, enrich, pipeline.Config{Limits: parse.Limits{}}, h.log, nil)
