@@ -73,6 +73,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *httpMetrics
+	routes  []string // every authenticated pattern, for the OpenAPI check
 }
 
 // New builds the handler. Register further /v1 routes with Handle.
@@ -106,6 +107,7 @@ func New(opt Options) *Server {
 // "GET /v1/runs/{id}") that callers with one of roles may use. Admin is
 // always allowed.
 func (s *Server) Handle(pattern string, h http.HandlerFunc, roles ...string) {
+	s.routes = append(s.routes, pattern)
 	allowed := map[string]bool{RoleAdmin: true}
 	for _, r := range roles {
 		allowed[r] = true

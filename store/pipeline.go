@@ -220,7 +220,10 @@ func FinishRun(ctx context.Context, tx pgx.Tx, runID string, batches int, stats 
 		return RunProgress{}, fmt.Errorf("encoding run stats: %w", err)
 	}
 	return scanProgress(tx.QueryRow(ctx, `
-		UPDATE scan_runs SET batches_expected = $2, stats = $3
+		UPDATE scan_runs SET batches_expected = $2, stats = $3,
+			-- The tools the file named (SARIF says which) replace the
+			-- format-level guess intake made.
+			tool = coalesce((SELECT string_agg(t, ', ' ORDER BY t) FROM jsonb_array_elements_text($3::jsonb->'tools') t), tool)
 		WHERE id = $1::uuid
 		RETURNING status, kind, scope, batches_stored, batches_expected, coalesce(stats->'tools', '[]')`, runID, batches, b), runID)
 }
