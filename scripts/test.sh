@@ -17,3 +17,9 @@ fi
 
 echo "==> go test ./..."
 go test -count=1 -timeout 25m ${GOTESTFLAGS:-} ./...
+
+# The race detector over the concurrent parts (consumer, relay, scheduler,
+# API). The scanner packages are left out: nuclei and amass under -race
+# take longer to build than the rest of the suite takes to run.
+echo "==> go test -race (concurrent packages)"
+go test -race -count=1 -timeout 15m ./bus/ ./relay/ ./scheduler/... ./api/ ./ingest/pipeline/ ./mapping/ ./config/ ./vault/
