@@ -163,16 +163,16 @@ func TestTwoLeadersFireOnce(t *testing.T) {
 	ca, cb := newFakeClock(t0.Add(time.Hour)), newFakeClock(t0.Add(time.Hour))
 	a := start(t, st, ca, 101)
 	b := start(t, st, cb, 102)
-	ca.awaitTimers(t, day(0), 1)
-	cb.awaitTimers(t, day(0), 1)
+	ca.AwaitTimers(t, day(0), 1)
+	cb.AwaitTimers(t, day(0), 1)
 	if !a.Leading() || !b.Leading() {
 		t.Fatal("both schedulers should lead under different lock keys")
 	}
 	for i := range 3 {
 		ca.Set(day(i))
 		cb.Set(day(i))
-		ca.awaitTimers(t, day(i+1), 1)
-		cb.awaitTimers(t, day(i+1), 1)
+		ca.AwaitTimers(t, day(i+1), 1)
+		cb.AwaitTimers(t, day(i+1), 1)
 		es := ledger(t, st, "web")
 		if len(es) != i+1 || es[i].Status != store.LedgerPending || !es[i].Due.Equal(day(i)) {
 			t.Fatalf("after due time %d: ledger %+v", i, es)
@@ -201,16 +201,16 @@ func TestStandbyFiresNothingThenTakesOver(t *testing.T) {
 	ca, cb := newFakeClock(now), newFakeClock(now)
 	set := func(tm time.Time) { ca.Set(tm); cb.Set(tm) }
 	a := start(t, st, ca, 0)
-	ca.awaitTimers(t, day(0), 1)
+	ca.AwaitTimers(t, day(0), 1)
 	b := start(t, st, cb, 0)
-	cb.awaitTimers(t, now.Add(retry), 1)
+	cb.AwaitTimers(t, now.Add(retry), 1)
 	if !a.Leading() || b.Leading() {
 		t.Fatalf("leading: a=%v b=%v, want only a", a.Leading(), b.Leading())
 	}
 
 	set(day(0))
-	ca.awaitTimers(t, day(1), 1)            // a fired and waits for the next
-	cb.awaitTimers(t, day(0).Add(retry), 1) // b tried the lock again and waits
+	ca.AwaitTimers(t, day(1), 1)            // a fired and waits for the next
+	cb.AwaitTimers(t, day(0).Add(retry), 1) // b tried the lock again and waits
 	es := wantLedger(t, st, "web", row{day(0), store.LedgerPending, false})
 	complete(t, st, es[0].ID)
 
@@ -219,14 +219,14 @@ func TestStandbyFiresNothingThenTakesOver(t *testing.T) {
 		t.Fatal("a still leading after Stop")
 	}
 	set(day(0).Add(retry))
-	cb.awaitTimers(t, day(1), 1) // b leads now and waits for the next due time
+	cb.AwaitTimers(t, day(1), 1) // b leads now and waits for the next due time
 	if !b.Leading() {
 		t.Fatal("b did not take over")
 	}
 	wantLedger(t, st, "web", row{day(0), store.LedgerSucceeded, false})
 
 	set(day(1))
-	cb.awaitTimers(t, day(2), 1)
+	cb.AwaitTimers(t, day(2), 1)
 	wantLedger(t, st, "web", row{day(0), store.LedgerSucceeded, false}, row{day(1), store.LedgerPending, false})
 	if n := len(requests(t, st)); n != 2 {
 		t.Fatalf("%d scan requests, want 2", n)
@@ -244,7 +244,7 @@ func TestMissedRecordedAndCaughtUpOnce(t *testing.T) {
 	clk := newFakeClock(day(3).Add(10 * time.Hour))
 
 	a := start(t, st, clk, 0)
-	clk.awaitTimers(t, day(4), 1)
+	clk.AwaitTimers(t, day(4), 1)
 	want := []row{
 		{day(1), store.LedgerMissed, false},
 		{day(2), store.LedgerMissed, false},
@@ -262,7 +262,7 @@ func TestMissedRecordedAndCaughtUpOnce(t *testing.T) {
 	a.Stop()
 	clk = newFakeClock(clk.Now())
 	a2 := start(t, st, clk, 0)
-	clk.awaitTimers(t, day(4), 1)
+	clk.AwaitTimers(t, day(4), 1)
 	if !a2.Leading() {
 		t.Fatal("restarted scheduler does not lead")
 	}
@@ -277,7 +277,7 @@ func TestMissedRecordedAndCaughtUpOnce(t *testing.T) {
 	// it as an ordinary run: taking over is not missing.
 	clk = newFakeClock(day(4).Add(3 * time.Minute))
 	start(t, st, clk, 0)
-	clk.awaitTimers(t, day(5), 1)
+	clk.AwaitTimers(t, day(5), 1)
 	want[3].status = store.LedgerSucceeded
 	want = append(want, row{day(4), store.LedgerPending, false})
 	wantLedger(t, st, "web", want...)
@@ -292,12 +292,12 @@ func TestOverlapSkipped(t *testing.T) {
 	addDaily(t, st, "web")
 	clk := newFakeClock(t0.Add(time.Hour))
 	start(t, st, clk, 0, func(o *scheduler.Options) { o.AbandonAfter = 36 * time.Hour })
-	clk.awaitTimers(t, day(0), 1)
+	clk.AwaitTimers(t, day(0), 1)
 
 	step := func(i int) {
 		t.Helper()
 		clk.Set(day(i))
-		clk.awaitTimers(t, day(i+1), 1)
+		clk.AwaitTimers(t, day(i+1), 1)
 	}
 	step(0)
 	step(1) // day 0 still pending
@@ -365,12 +365,12 @@ func TestReloadOnChange(t *testing.T) {
 	now := time.Now()
 	clk := newFakeClock(now)
 	start(t, st, clk, 0)
-	clk.awaitTimers(t, every2h.Next(now), 1)
+	clk.AwaitTimers(t, every2h.Next(now), 1)
 
 	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{early}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	clk.awaitTimers(t, every1h.Next(now), 1)
+	clk.AwaitTimers(t, every1h.Next(now), 1)
 
 	// Disabling it stops it from firing.
 	off := false
@@ -378,9 +378,9 @@ func TestReloadOnChange(t *testing.T) {
 	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{early}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	clk.awaitTimers(t, every2h.Next(now), 2) // the first wait plus the one after this reload
+	clk.AwaitTimers(t, every2h.Next(now), 2) // the first wait plus the one after this reload
 	clk.Set(every2h.Next(now))
-	clk.awaitTimers(t, every2h.Next(every2h.Next(now)), 1)
+	clk.AwaitTimers(t, every2h.Next(every2h.Next(now)), 1)
 	if es := ledger(t, st, "early"); len(es) != 0 {
 		t.Fatalf("disabled schedule fired: %+v", es)
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/starpipe/starpipe/scan/code"
 	"github.com/starpipe/starpipe/scan/worker"
 	"github.com/starpipe/starpipe/scheduler"
+	"github.com/starpipe/starpipe/scheduler/schedulertest"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/scoring"
 	"github.com/starpipe/starpipe/store"
@@ -215,7 +216,7 @@ func (h *harness) startScheduler(ss ...spec.Schedule) time.Time {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(s.Stop)
-	h.clk.awaitTimers(h.t, due, 1)
+	h.clk.AwaitTimers(h.t, due, 1)
 	return due
 }
 
@@ -225,7 +226,7 @@ func (h *harness) fire(due time.Time) time.Time {
 	h.t.Helper()
 	h.clk.Set(due)
 	next := due.AddDate(0, 0, 1)
-	h.clk.awaitTimers(h.t, next, 1)
+	h.clk.AwaitTimers(h.t, next, 1)
 	return next
 }
 
@@ -954,91 +955,7 @@ func (w *tWriter) close() {
 	w.mu.Unlock()
 }
 
-// fakeClock is a scheduler.Clock that moves only when the test says so
-// (copied from scheduler/fakeclock_test.go). Tests learn that the
-// scheduler has finished its work and is waiting again from the timers it
-// registers (awaitTimers), never from sleeping.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	timers  []fakeTimer
-	changed chan struct{} // closed and replaced whenever a timer is added
-}
+// fakeClock is the scheduler's fake clock, shared with its own tests.
+type fakeClock = schedulertest.FakeClock
 
-type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock(now time.Time) *fakeClock {
-	return &fakeClock{now: now, changed: make(chan struct{})}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), ch: ch})
-	close(c.changed)
-	c.changed = make(chan struct{})
-	return ch
-}
-
-// Set moves the clock to t and fires every timer due by then.
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-	kept := c.timers[:0]
-	for _, tm := range c.timers {
-		if tm.at.After(t) {
-			kept = append(kept, tm)
-			continue
-		}
-		tm.ch <- t
-	}
-	c.timers = kept
-}
-
-// awaitTimers waits until n timers set to fire at exactly at are
-// pending: the scheduler that set them has finished its step and is
-// waiting.
-func (c *fakeClock) awaitTimers(t *testing.T, at time.Time, n int) {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		c.mu.Lock()
-		found := 0
-		for _, tm := range c.timers {
-			if tm.at.Equal(at) {
-				found++
-			}
-		}
-		changed := c.changed
-		c.mu.Unlock()
-		if found >= n {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			var ats []time.Time
-			for _, tm := range c.timers {
-				ats = append(ats, tm.at)
-			}
-			t.Fatalf("want %d timers at %s, still missing after 20s; pending timers: %v", n, at.UTC(), ats)
-		}
-	}
-}
+var newFakeClock = schedulertest.NewFakeClock
