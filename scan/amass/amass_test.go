@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/starpipe/starpipe/scan/internal/dnstest"
 )
 
 // zone is the test domain's authoritative data: name -> A record.
@@ -74,19 +75,7 @@ func (z *zoneServer) asked() []string {
 	return append([]string(nil), z.questions...)
 }
 
-func startDNS(t *testing.T, ip string, h dns.Handler) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
+func startDNS(t *testing.T, ip string, h dns.Handler) string { return dnstest.Serve(t, ip, h) }
 
 // TestRunBruteForce is the one enumeration of this package's tests (each
 // costs amass's ~10 s idle tail).

@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
 	nucleilib "github.com/projectdiscovery/nuclei/v3/lib"
 	"github.com/projectdiscovery/nuclei/v3/pkg/catalog/config"
 
+	"github.com/starpipe/starpipe/scan/internal/dnstest"
 	"github.com/starpipe/starpipe/scan/nucleienv"
 )
 
@@ -381,19 +383,7 @@ func (d *dnsRecorder) questions() []string {
 	return append([]string(nil), d.names...)
 }
 
-func startDNS(t *testing.T, ip string, h dns.Handler) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
+func startDNS(t *testing.T, ip string, h dns.Handler) string { return dnstest.Serve(t, ip, h) }
 
 // TestRunReachesOnlyItsTargets checks, for a hostname target, the three
 // ways out that the scan has: name resolution goes only to the configured

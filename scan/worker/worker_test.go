@@ -32,6 +32,7 @@ import (
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/scan/code"
+	"github.com/starpipe/starpipe/scan/internal/dnstest"
 	"github.com/starpipe/starpipe/scan/worker"
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/schedulertest"
@@ -598,21 +599,7 @@ func (zoneServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	_ = w.WriteMsg(m)
 }
 
-// startDNS serves h on UDP at ip and a free port. Not 127.0.0.1: amass
-// keys its resolvers by IP only.
-func startDNS(t *testing.T, ip string, h dns.Handler) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
+func startDNS(t *testing.T, ip string, h dns.Handler) string { return dnstest.Serve(t, ip, h) }
 
 // listening reports whether something accepts connections at addr.
 func listening(addr string) bool {
