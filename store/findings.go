@@ -393,6 +393,13 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 		ON CONFLICT (run_id, finding_id) DO NOTHING`, runID); err != nil {
 		return nil, fmt.Errorf("recording observations of run %s: %w", runID, err)
 	}
+	// A finding seen again gets the links its current mapping gives: the
+	// old ones go, so a changed rules file never leaves stale evidence.
+	if _, err := tx.Exec(ctx, `
+		DELETE FROM control_links WHERE finding_id IN (
+			SELECT f.id FROM findings_stage s JOIN findings f USING (scope, fingerprint))`); err != nil {
+		return nil, fmt.Errorf("replacing control links: %w", err)
+	}
 	if _, err := tx.Exec(ctx, `
 		INSERT INTO control_links (finding_id, ccm_version, control_id, rule_id, reason)
 		SELECT DISTINCT ON (f.id, c->>'version', c->>'id', c->>'rule')
@@ -400,7 +407,7 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 		FROM findings_stage s
 		JOIN findings f USING (scope, fingerprint)
 		CROSS JOIN LATERAL jsonb_array_elements(coalesce(s.controls, '[]')) AS c
-		ON CONFLICT (finding_id, ccm_version, control_id, rule_id) DO UPDATE SET reason = EXCLUDED.reason`); err != nil {
+		ORDER BY f.id, c->>'version', c->>'id', c->>'rule', s.seen_at DESC`); err != nil {
 		return nil, fmt.Errorf("recording control links: %w", err)
 	}
 	return res, nil
