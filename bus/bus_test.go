@@ -155,3 +155,28 @@ func TestMetricsRegister(t *testing.T) {
 	var nilMetrics *Metrics
 	nilMetrics.addProduced("t", 1, 1) // must not panic
 }
+
+// TestEncodeRawAndPeek checks that a pre-encoded payload round-trips
+// through an envelope unchanged and that PeekType reads the type without
+// decoding, falling back to a full decode for envelopes of other shapes.
+func TestEncodeRawAndPeek(t *testing.T) {
+	payload := []byte(`{"run_id":"r","seq":1,"findings":[{"a":1}]}`)
+	b, err := EncodeRawID("r/1", TypeFindings, time.Unix(0, 0), payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := Decode(b)
+	if err != nil || env.Type != TypeFindings || env.ID != "r/1" || string(env.Payload) != string(payload) {
+		t.Fatalf("decode = %+v, %v", env, err)
+	}
+	if typ, err := PeekType(b); err != nil || typ != TypeFindings {
+		t.Fatalf("PeekType = %q, %v", typ, err)
+	}
+	reordered := []byte(`{"payload":{"x":1},"id":"i","at":"2026-01-01T00:00:00Z","v":1,"type":"run-finished"}`)
+	if typ, err := PeekType(reordered); err != nil || typ != TypeRunFinished {
+		t.Fatalf("PeekType(reordered) = %q, %v", typ, err)
+	}
+	if _, err := PeekType([]byte(`garbage`)); !IsPoison(err) {
+		t.Fatalf("PeekType(garbage) = %v, want poison", err)
+	}
+}

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,6 +98,50 @@ func EncodeID(id, typ string, at time.Time, payload any) ([]byte, error) {
 		return nil, fmt.Errorf("bus: encode %s envelope: %w", typ, err)
 	}
 	return b, nil
+}
+
+// EncodeRawID is EncodeID for a payload that is already valid, compact
+// JSON (a batch assembled from encoded findings): it is placed in the
+// envelope as it is, where EncodeID would scan and re-encode it twice.
+func EncodeRawID(id, typ string, at time.Time, payload []byte) ([]byte, error) {
+	if typ == "" {
+		return nil, errors.New("bus: encode: empty message type")
+	}
+	if id == "" {
+		return nil, errors.New("bus: encode: empty message id")
+	}
+	if len(payload) == 0 {
+		return nil, fmt.Errorf("bus: encode %s: empty payload", typ)
+	}
+	head, err := json.Marshal(struct {
+		V    int       `json:"v"`
+		Type string    `json:"type"`
+		ID   string    `json:"id"`
+		At   time.Time `json:"at"`
+	}{EnvelopeVersion, typ, id, at.UTC()})
+	if err != nil {
+		return nil, fmt.Errorf("bus: encode %s envelope: %w", typ, err)
+	}
+	b := make([]byte, 0, len(head)+len(payload)+12)
+	b = append(b, head[:len(head)-1]...)
+	b = append(b, `,"payload":`...)
+	b = append(b, payload...)
+	return append(b, '}'), nil
+}
+
+// PeekType returns a message's type without decoding its payload, for
+// routing decisions made for every message. Envelopes this package writes
+// carry the type near the start; anything else is decoded in full.
+func PeekType(b []byte) (string, error) {
+	head := b[:min(len(b), 96)]
+	if i := bytes.Index(head, []byte(`"type":"`)); i >= 0 {
+		rest := head[i+len(`"type":"`):]
+		if j := bytes.IndexByte(rest, '"'); j > 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
+			return string(rest[:j]), nil
+		}
+	}
+	e, err := Decode(b)
+	return e.Type, err
 }
 
 // Decode parses an envelope. Malformed JSON, a missing field or an unknown

@@ -162,10 +162,11 @@ type UpsertResult struct {
 // as open; a known one gets its descriptive columns, data, last_seen and
 // last_run_id refreshed. Its status is left to Reconcile, which runs only
 // for a complete, successful run: a failed run must reopen nothing. It
-// records an observation per finding for the run and the mapped control
-// links. Duplicates within the
-// batch collapse to the last seen. Activity-log entries, outbox events and
-// SLA dates are the caller's, decided from the results.
+// records an observation per finding for the run; the mapped control links
+// travel in the finding's data (the control_links view reads them there).
+// Duplicates within the batch collapse to the last seen. Activity-log
+// entries, outbox events and SLA dates are the caller's, decided from the
+// results.
 func UpsertFindingsBatch(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time) ([]UpsertResult, error) {
 	return UpsertFindings(ctx, tx, runID, fs, seenAt, nil)
 }
@@ -180,8 +181,7 @@ var newFindingColumns = append(append([]string{}, stageColumns[:24]...),
 // due date of the findings it inserts (SetSLA is then not needed).
 //
 // New findings, the bulk of a first scan, are written with COPY, as are
-// their observations and control links: one round trip each and no
-// staging. Findings already known take the staged INSERT ... ON CONFLICT
+// their observations: one round trip each and no staging. Findings already known take the staged INSERT ... ON CONFLICT
 // path. A concurrent transaction inserting the same (scope, fingerprint)
 // between the lookup and the COPY makes the COPY fail with a unique
 // violation; the caller's retry then finds the row and updates it.
@@ -191,9 +191,8 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 	}
 	type key struct{ scope, fp string }
 	type entry struct {
-		f     *finding.Finding
-		seen  time.Time
-		links map[[3]string]string // (version, control, rule) → reason
+		f    *finding.Finding
+		seen time.Time
 	}
 	seenOf := func(f *finding.Finding) time.Time {
 		if f.SeenAt.IsZero() {
@@ -201,7 +200,7 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 		}
 		return f.SeenAt
 	}
-	// Duplicates collapse to the last seen; their control links add up.
+	// Duplicates collapse to the last seen.
 	byKey := make(map[key]int, len(fs))
 	var batch []entry
 	for i := range fs {
@@ -214,12 +213,6 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 			batch = append(batch, entry{f: f, seen: seenOf(f)})
 		} else if s := seenOf(f); !s.Before(batch[j].seen) {
 			batch[j].f, batch[j].seen = f, s
-		}
-		for _, c := range f.Controls {
-			if batch[j].links == nil {
-				batch[j].links = make(map[[3]string]string, len(f.Controls))
-			}
-			batch[j].links[[3]string{c.Version, c.Control, c.Rule}] = c.Reason
 		}
 	}
 	lookup := func(keys []key) (map[key][2]any, error) {
@@ -257,8 +250,7 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 	var fresh []entry
 	for _, e := range batch {
 		if _, ok := known[key{e.f.Scope, e.f.Fingerprint}]; ok {
-			// Every duplicate goes to the staged path, which collapses them
-			// and unions their links as before.
+			// Known findings go to the staged path.
 			continue
 		}
 		fresh = append(fresh, e)
@@ -304,23 +296,14 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 			return nil, fmt.Errorf("reading back %d new findings (found %d): %w", len(fresh), len(ids), err)
 		}
 		obs := make([][]any, len(fresh))
-		var links [][]any
 		for i, e := range fresh {
 			k := freshKeys[i]
 			id := ids[k][0].(int64)
 			res = append(res, UpsertResult{ID: id, Scope: k.scope, Fingerprint: k.fp, Inserted: true, Status: "open"})
 			obs[i] = []any{run, id, e.seen}
-			for l, reason := range e.links {
-				links = append(links, []any{id, l[0], l[1], l[2], reason})
-			}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"observations"}, []string{"run_id", "finding_id", "seen_at"}, pgx.CopyFromRows(obs)); err != nil {
 			return nil, fmt.Errorf("recording observations of run %s: %w", runID, err)
-		}
-		if len(links) > 0 {
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"control_links"}, []string{"finding_id", "ccm_version", "control_id", "rule_id", "reason"}, pgx.CopyFromRows(links)); err != nil {
-				return nil, fmt.Errorf("recording control links: %w", err)
-			}
 		}
 	}
 	slices.SortFunc(res, func(a, b UpsertResult) int { return cmp.Compare(a.ID, b.ID) })
@@ -392,23 +375,6 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 		GROUP BY f.id
 		ON CONFLICT (run_id, finding_id) DO NOTHING`, runID); err != nil {
 		return nil, fmt.Errorf("recording observations of run %s: %w", runID, err)
-	}
-	// A finding seen again gets the links its current mapping gives: the
-	// old ones go, so a changed rules file never leaves stale evidence.
-	if _, err := tx.Exec(ctx, `
-		DELETE FROM control_links WHERE finding_id IN (
-			SELECT f.id FROM findings_stage s JOIN findings f USING (scope, fingerprint))`); err != nil {
-		return nil, fmt.Errorf("replacing control links: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `
-		INSERT INTO control_links (finding_id, ccm_version, control_id, rule_id, reason)
-		SELECT DISTINCT ON (f.id, c->>'version', c->>'id', c->>'rule')
-			f.id, c->>'version', c->>'id', c->>'rule', coalesce(c->>'reason', '')
-		FROM findings_stage s
-		JOIN findings f USING (scope, fingerprint)
-		CROSS JOIN LATERAL jsonb_array_elements(coalesce(s.controls, '[]')) AS c
-		ORDER BY f.id, c->>'version', c->>'id', c->>'rule', s.seen_at DESC`); err != nil {
-		return nil, fmt.Errorf("recording control links: %w", err)
 	}
 	return res, nil
 }

@@ -18,7 +18,9 @@ import (
 
 func TestMain(m *testing.M) { storetest.Main(m) }
 
-var tables = []string{"artifacts", "scan_runs", "findings", "observations", "control_links",
+// tables are the first schema's tables (control_links became a view over
+// findings in 00005; the up/down/up test checks it in both forms).
+var tables = []string{"artifacts", "scan_runs", "findings", "observations",
 	"run_batches", "outbox", "activity_log", "api_tokens"}
 
 func countTables(t *testing.T, url string) int {
@@ -34,6 +36,21 @@ func countTables(t *testing.T, url string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// relKind is pg_class.relkind of a public relation: "r" table, "v" view.
+func relKind(t *testing.T, url, name string) string {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var kind string
+	if err := conn.QueryRow(t.Context(), `SELECT relkind::text FROM pg_class WHERE relname = $1 AND relnamespace = 'public'::regnamespace`, name).Scan(&kind); err != nil {
+		t.Fatalf("relkind of %s: %v", name, err)
+	}
+	return kind
 }
 
 func TestMigrationsUpDownUp(t *testing.T) {
@@ -55,6 +72,15 @@ func TestMigrationsUpDownUp(t *testing.T) {
 	}
 	if err := store.Migrate(ctx, url); err != nil {
 		t.Fatalf("Migrate again (no-op): %v", err)
+	}
+	if kind := relKind(t, url, "control_links"); kind != "v" {
+		t.Fatalf("control_links after up is relkind %q, want a view", kind)
+	}
+	if err := store.MigrateDown(ctx, url, 4); err != nil {
+		t.Fatalf("MigrateDown to 4: %v", err)
+	}
+	if kind := relKind(t, url, "control_links"); kind != "r" {
+		t.Fatalf("control_links after down to 4 is relkind %q, want a table", kind)
 	}
 	if err := store.MigrateDown(ctx, url, 0); err != nil {
 		t.Fatalf("MigrateDown to 0: %v", err)

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -135,8 +134,8 @@ func (c *Consumer) Handle(ctx context.Context, msg bus.Message) error {
 // run's run-finished is a barrier: it waits for everything before it, so a
 // run is reconciled only after its parse and all its batches are done.
 func Parallel(msg bus.Message) bool {
-	env, err := bus.Decode(msg.Value)
-	return err == nil && (env.Type == bus.TypeFindings || env.Type == bus.TypeRunReceived)
+	typ, err := bus.PeekType(msg.Value)
+	return err == nil && (typ == bus.TypeFindings || typ == bus.TypeRunReceived)
 }
 
 // poison fails the run the message belongs to (its key is the run id) and
@@ -205,7 +204,7 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 	// sequence number, so the ones already stored are skipped.
 	b := &batcher{maxCount: c.cfg.BatchSize, maxBytes: c.cfg.MaxBatchBytes, runID: runID}
 	b.flush = func(seq int, payload []byte) error {
-		v, err := bus.EncodeID(runID+"/"+strconv.Itoa(seq), bus.TypeFindings, time.Now(), json.RawMessage(payload))
+		v, err := bus.EncodeRawID(runID+"/"+strconv.Itoa(seq), bus.TypeFindings, time.Now(), payload)
 		if err != nil {
 			return err
 		}

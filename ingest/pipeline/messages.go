@@ -3,6 +3,7 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/starpipe/starpipe/finding"
@@ -160,14 +161,25 @@ func (b *batcher) emit() error {
 		return nil
 	}
 	b.seq++
-	payload, err := json.Marshal(struct {
-		RunID    string            `json:"run_id"`
-		Seq      int               `json:"seq"`
-		Findings []json.RawMessage `json:"findings"`
-	}{b.runID, b.seq, b.buf})
+	// Assembled by hand: the findings are already encoded, and marshalling
+	// them again as json.RawMessage would scan every byte once more.
+	runID, err := json.Marshal(b.runID)
 	if err != nil {
-		return fmt.Errorf("encode batch %d: %w", b.seq, err)
+		return err
 	}
+	payload := make([]byte, 0, b.size+64)
+	payload = append(payload, `{"run_id":`...)
+	payload = append(payload, runID...)
+	payload = append(payload, `,"seq":`...)
+	payload = strconv.AppendInt(payload, int64(b.seq), 10)
+	payload = append(payload, `,"findings":[`...)
+	for i, raw := range b.buf {
+		if i > 0 {
+			payload = append(payload, ',')
+		}
+		payload = append(payload, raw...)
+	}
+	payload = append(payload, "]}"...)
 	if err := b.flush(b.seq, payload); err != nil {
 		return err
 	}
