@@ -120,7 +120,8 @@ func MarkOutboxFailed(ctx context.Context, q DBTX, ids []int64, cause error) err
 	return nil
 }
 
-// PendingOutbox counts unsent rows (for metrics and tests).
+// PendingOutbox counts unsent rows: the delivery backlog an operator
+// watches when the brokers are away.
 func (s *Store) PendingOutbox(ctx context.Context) (int, error) {
 	var n int
 	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`).Scan(&n)
@@ -307,19 +308,6 @@ func slaExpr(start string, n int) string {
 	return fmt.Sprintf(`%[1]s + make_interval(secs => CASE severity
 		WHEN 'critical' THEN $%[2]d::float8 WHEN 'high' THEN $%[3]d::float8 WHEN 'medium' THEN $%[4]d::float8
 		WHEN 'low' THEN $%[5]d::float8 ELSE $%[6]d::float8 END)`, start, n, n+1, n+2, n+3, n+4)
-}
-
-// SetSLA gives newly opened findings their due date.
-func SetSLA(ctx context.Context, tx pgx.Tx, ids []int64, sla SLA) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	args := append([]any{ids}, sla.args()...)
-	_, err := tx.Exec(ctx, `UPDATE findings SET sla_due = `+slaExpr("first_seen", 2)+` WHERE id = ANY($1)`, args...)
-	if err != nil {
-		return fmt.Errorf("setting SLA due dates: %w", err)
-	}
-	return nil
 }
 
 // Reconcile applies a complete, successful run to the findings of its scope:

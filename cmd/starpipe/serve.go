@@ -145,6 +145,18 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "starpipe_up", Help: "1 while the daemon serves.", ConstLabels: prometheus.Labels{"version": version}})
 	reg.MustRegister(up)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "starpipe_outbox_pending",
+		Help: "Outbox messages not yet delivered to Kafka (grows while the brokers are unreachable).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := st.PendingOutbox(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	}))
 
 	bcfg := busConfig(cfg)
 	var shuttingDown atomic.Bool
