@@ -222,39 +222,56 @@ func (d *lexer) decodeMessageStrings() map[string]string {
 }
 
 // decodeTaxonRef reads a reportingDescriptorReference.
-func (d *lexer) decodeTaxonRef() taxonRef {
-	t := taxonRef{index: -1, compIndex: -1}
+// descriptorRef is a SARIF reportingDescriptorReference: a rule or taxon
+// named by id and/or index, possibly in another tool component.
+type descriptorRef struct {
+	id                 string
+	index              int
+	compName, compGUID string
+	compIndex          int
+}
+
+func (d *lexer) decodeDescriptorRef() descriptorRef {
+	ref := descriptorRef{index: -1, compIndex: -1}
 	if !d.beginObj() {
-		return t
+		return ref
 	}
 	for d.objMore() {
 		switch string(d.key()) {
 		case "id":
-			t.id = d.strVal()
+			ref.id = d.strVal()
 		case "index":
 			if n, ok := d.intVal(); ok {
-				t.index = n
+				ref.index = n
 			}
 		case "toolComponent":
-			if d.beginObj() {
-				for d.objMore() {
-					switch string(d.key()) {
-					case "name":
-						t.compName = d.strVal()
-					case "index":
-						if n, ok := d.intVal(); ok {
-							t.compIndex = n
-						}
-					default:
-						d.skip()
+			if !d.beginObj() {
+				continue
+			}
+			for d.objMore() {
+				switch string(d.key()) {
+				case "name":
+					ref.compName = d.strVal()
+				case "index":
+					if n, ok := d.intVal(); ok {
+						ref.compIndex = n
 					}
+				case "guid":
+					ref.compGUID = d.strVal()
+				default:
+					d.skip()
 				}
 			}
 		default:
 			d.skip()
 		}
 	}
-	return t
+	return ref
+}
+
+func (d *lexer) decodeTaxonRef() taxonRef {
+	ref := d.decodeDescriptorRef()
+	return taxonRef{id: ref.id, index: ref.index, compName: ref.compName, compIndex: ref.compIndex}
 }
 
 // decodeBases reads run.originalUriBaseIds.
@@ -462,37 +479,21 @@ func (d *lexer) decodeResult(r *rawResult) {
 }
 
 func (d *lexer) decodeRuleRef(r *rawResult) {
-	if !d.beginObj() {
-		return
+	ref := d.decodeDescriptorRef()
+	if ref.id != "" {
+		r.refID = ref.id
 	}
-	for d.objMore() {
-		switch string(d.key()) {
-		case "id":
-			r.refID = d.strVal()
-		case "index":
-			if n, ok := d.intVal(); ok {
-				r.refIndex = n
-			}
-		case "toolComponent":
-			if d.beginObj() {
-				for d.objMore() {
-					switch string(d.key()) {
-					case "name":
-						r.refCompName = d.strVal()
-					case "index":
-						if n, ok := d.intVal(); ok {
-							r.refCompIndex = n
-						}
-					case "guid":
-						r.refCompGUID = d.strVal()
-					default:
-						d.skip()
-					}
-				}
-			}
-		default:
-			d.skip()
-		}
+	if ref.index >= 0 {
+		r.refIndex = ref.index
+	}
+	if ref.compName != "" {
+		r.refCompName = ref.compName
+	}
+	if ref.compIndex >= 0 {
+		r.refCompIndex = ref.compIndex
+	}
+	if ref.compGUID != "" {
+		r.refCompGUID = ref.compGUID
 	}
 }
 
