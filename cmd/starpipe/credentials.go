@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,9 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/credentials"
-	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/vault"
 )
 
@@ -38,19 +34,6 @@ no command prints one.`,
 	cmd.PersistentFlags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
 	cmd.AddCommand(newCredentialsSetCmd(&cfgFile), newCredentialsListCmd(&cfgFile), newCredentialsDeleteCmd(&cfgFile))
 	return cmd
-}
-
-// openCredentialStore opens the configured database.
-func openCredentialStore(ctx context.Context, cfgFile string) (*store.Store, config.Config, error) {
-	cfg, err := config.Load(cfgFile)
-	if err != nil {
-		return nil, cfg, err
-	}
-	if cfg.Database.URL == "" {
-		return nil, cfg, errors.New("database.url is not set (config file or STARPIPE_DATABASE_URL)")
-	}
-	st, err := store.Open(ctx, cfg.Database.URL, store.WithMaxConns(2))
-	return st, cfg, err
 }
 
 type credentialsSetFlags struct {
@@ -104,7 +87,7 @@ func runCredentialsSet(cmd *cobra.Command, cfgFile string, fl credentialsSetFlag
 	if err := credentials.Validate(c); err != nil {
 		return err
 	}
-	st, cfg, err := openCredentialStore(cmd.Context(), cfgFile)
+	st, cfg, err := openConfiguredStore(cmd.Context(), cfgFile)
 	if err != nil {
 		return err
 	}
@@ -164,7 +147,7 @@ func newCredentialsListCmd(cfgFile *string) *cobra.Command {
 		Short: "List credentials (metadata only, never secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, _, err := openCredentialStore(cmd.Context(), *cfgFile)
+			st, _, err := openConfiguredStore(cmd.Context(), *cfgFile)
 			if err != nil {
 				return err
 			}
@@ -202,7 +185,7 @@ func newCredentialsDeleteCmd(cfgFile *string) *cobra.Command {
 		Short: "Delete a credential",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, _, err := openCredentialStore(cmd.Context(), *cfgFile)
+			st, _, err := openConfiguredStore(cmd.Context(), *cfgFile)
 			if err != nil {
 				return err
 			}

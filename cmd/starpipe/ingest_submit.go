@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/starpipe/starpipe/bus"
-	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/store"
@@ -195,18 +194,12 @@ type directSubmitter struct {
 }
 
 func newDirectSubmitter(ctx context.Context, cfgFile string) (*directSubmitter, error) {
-	cfg, err := config.Load(cfgFile)
+	st, cfg, err := openConfiguredStore(ctx, cfgFile)
 	if err != nil {
-		return nil, err
-	}
-	if cfg.Database.URL == "" {
-		return nil, errors.New("without --server, ingest needs database.url (config file or STARPIPE_DATABASE_URL)")
+		return nil, fmt.Errorf("without --server, ingest stores runs itself: %w", err)
 	}
 	if err := store.Migrate(ctx, cfg.Database.URL); err != nil {
-		return nil, err
-	}
-	st, err := store.Open(ctx, cfg.Database.URL)
-	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	d := &directSubmitter{st: st, in: pipeline.NewIntake(st, cfg.Ingest.MaxBytes, "", nil)}

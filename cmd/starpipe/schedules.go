@@ -118,7 +118,7 @@ missed.`,
 			if err != nil {
 				return err
 			}
-			st, _, err := openCredentialStore(cmd.Context(), *cfgFile)
+			st, _, err := openConfiguredStore(cmd.Context(), *cfgFile)
 			if err != nil {
 				return err
 			}
@@ -169,7 +169,7 @@ func newSchedulesListCmd(cfgFile *string) *cobra.Command {
 		Short: "List schedules with their next due time and last ledger status",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, _, err := openCredentialStore(cmd.Context(), *cfgFile)
+			st, _, err := openConfiguredStore(cmd.Context(), *cfgFile)
 			if err != nil {
 				return err
 			}
