@@ -158,7 +158,7 @@ type UpsertResult struct {
 }
 
 // UpsertFindingsBatch merges a batch into findings inside tx, on behalf of
-// scan run runID (which must exist): a new (scope, fingerprint) is inserted
+// scan run runID (which must exist): a new (scope, kind, fingerprint) is inserted
 // as open; a known one gets its descriptive columns, data, last_seen and
 // last_run_id refreshed. Its status is left to Reconcile, which runs only
 // for a complete, successful run: a failed run must reopen nothing. It
@@ -182,14 +182,14 @@ var newFindingColumns = append(append([]string{}, stageColumns[:24]...),
 //
 // New findings, the bulk of a first scan, are written with COPY, as are
 // their observations: one round trip each and no staging. Findings already known take the staged INSERT ... ON CONFLICT
-// path. A concurrent transaction inserting the same (scope, fingerprint)
+// path. A concurrent transaction inserting the same (scope, kind, fingerprint)
 // between the lookup and the COPY makes the COPY fail with a unique
 // violation; the caller's retry then finds the row and updates it.
 func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time, sla *SLA) ([]UpsertResult, error) {
 	if len(fs) == 0 {
 		return nil, nil
 	}
-	type key struct{ scope, fp string }
+	type key struct{ scope, kind, fp string }
 	type entry struct {
 		f    *finding.Finding
 		seen time.Time
@@ -205,7 +205,7 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 	var batch []entry
 	for i := range fs {
 		f := &fs[i]
-		k := key{f.Scope, f.Fingerprint}
+		k := key{f.Scope, string(f.Kind), f.Fingerprint}
 		j, ok := byKey[k]
 		if !ok {
 			j = len(batch)
@@ -217,29 +217,30 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 	}
 	lookup := func(keys []key) (map[key][2]any, error) {
 		scopes := make([]string, len(keys))
+		kinds := make([]string, len(keys))
 		fps := make([]string, len(keys))
 		for i, k := range keys {
-			scopes[i], fps[i] = k.scope, k.fp
+			scopes[i], kinds[i], fps[i] = k.scope, k.kind, k.fp
 		}
 		rows, err := tx.Query(ctx, `
-			SELECT f.id, f.scope, f.fingerprint, f.status
-			FROM unnest($1::text[], $2::text[]) AS k(scope, fingerprint)
-			JOIN findings f ON f.scope = k.scope AND f.fingerprint = k.fingerprint`, scopes, fps)
+			SELECT f.id, f.scope, f.kind, f.fingerprint, f.status
+			FROM unnest($1::text[], $2::text[], $3::text[]) AS k(scope, kind, fingerprint)
+			JOIN findings f ON f.scope = k.scope AND f.kind = k.kind AND f.fingerprint = k.fingerprint`, scopes, kinds, fps)
 		if err != nil {
 			return nil, err
 		}
 		out := make(map[key][2]any, len(keys))
 		var id int64
-		var scope, fp, status string
-		_, err = pgx.ForEachRow(rows, []any{&id, &scope, &fp, &status}, func() error {
-			out[key{scope, fp}] = [2]any{id, status}
+		var scope, kind, fp, status string
+		_, err = pgx.ForEachRow(rows, []any{&id, &scope, &kind, &fp, &status}, func() error {
+			out[key{scope, kind, fp}] = [2]any{id, status}
 			return nil
 		})
 		return out, err
 	}
 	keys := make([]key, len(batch))
 	for i, e := range batch {
-		keys[i] = key{e.f.Scope, e.f.Fingerprint}
+		keys[i] = key{e.f.Scope, string(e.f.Kind), e.f.Fingerprint}
 	}
 	known, err := lookup(keys)
 	if err != nil {
@@ -249,7 +250,7 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 	var old []finding.Finding
 	var fresh []entry
 	for _, e := range batch {
-		if _, ok := known[key{e.f.Scope, e.f.Fingerprint}]; ok {
+		if _, ok := known[key{e.f.Scope, string(e.f.Kind), e.f.Fingerprint}]; ok {
 			// Known findings go to the staged path.
 			continue
 		}
@@ -257,7 +258,7 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 	}
 	if len(fresh) < len(batch) {
 		for i := range fs {
-			if _, ok := known[key{fs[i].Scope, fs[i].Fingerprint}]; ok {
+			if _, ok := known[key{fs[i].Scope, string(fs[i].Kind), fs[i].Fingerprint}]; ok {
 				old = append(old, fs[i])
 			}
 		}
@@ -289,7 +290,7 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 		}
 		freshKeys := make([]key, len(fresh))
 		for i, e := range fresh {
-			freshKeys[i] = key{e.f.Scope, e.f.Fingerprint}
+			freshKeys[i] = key{e.f.Scope, string(e.f.Kind), e.f.Fingerprint}
 		}
 		ids, err := lookup(freshKeys)
 		if err != nil || len(ids) != len(fresh) {
@@ -318,12 +319,12 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 	}
 	rows, err := tx.Query(ctx, `
 		WITH batch AS (
-			SELECT DISTINCT ON (scope, fingerprint) *
+			SELECT DISTINCT ON (scope, kind, fingerprint) *
 			FROM findings_stage
-			ORDER BY scope, fingerprint, seen_at DESC
+			ORDER BY scope, kind, fingerprint, seen_at DESC
 		), prev AS (
-			SELECT f.scope, f.fingerprint, f.status
-			FROM findings f JOIN batch b USING (scope, fingerprint)
+			SELECT f.scope, f.kind, f.fingerprint, f.status
+			FROM findings f JOIN batch b USING (scope, kind, fingerprint)
 		), up AS (
 			INSERT INTO findings AS f (
 				scope, fingerprint, kind, tool, tool_version, rule_id, rule_name, title, message, description,
@@ -336,7 +337,7 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 				cvss_environmental, severity, severity_source, suppressed, suppression_justification,
 				seen_at, seen_at, $1::uuid, data, 'open'
 			FROM batch
-			ON CONFLICT (scope, fingerprint) DO UPDATE SET
+			ON CONFLICT (scope, kind, fingerprint) DO UPDATE SET
 				kind = EXCLUDED.kind, tool = EXCLUDED.tool, tool_version = EXCLUDED.tool_version,
 				rule_id = EXCLUDED.rule_id, rule_name = EXCLUDED.rule_name, title = EXCLUDED.title,
 				message = EXCLUDED.message, description = EXCLUDED.description,
@@ -351,10 +352,10 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 				last_run_id = EXCLUDED.last_run_id,
 				data = EXCLUDED.data,
 				updated_at = now()
-			RETURNING f.id, f.scope, f.fingerprint, f.status
+			RETURNING f.id, f.scope, f.kind, f.fingerprint, f.status
 		)
 		SELECT up.id, up.scope, up.fingerprint, up.status, coalesce(prev.status, '')
-		FROM up LEFT JOIN prev USING (scope, fingerprint)
+		FROM up LEFT JOIN prev USING (scope, kind, fingerprint)
 		ORDER BY up.id`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("upserting %d findings: %w", len(fs), err)
@@ -371,7 +372,7 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 	if _, err := tx.Exec(ctx, `
 		INSERT INTO observations (run_id, finding_id, seen_at)
 		SELECT $1::uuid, f.id, max(s.seen_at)
-		FROM findings_stage s JOIN findings f USING (scope, fingerprint)
+		FROM findings_stage s JOIN findings f USING (scope, kind, fingerprint)
 		GROUP BY f.id
 		ON CONFLICT (run_id, finding_id) DO NOTHING`, runID); err != nil {
 		return nil, fmt.Errorf("recording observations of run %s: %w", runID, err)

@@ -155,25 +155,28 @@ func TestActivityLogAppendOnly(t *testing.T) {
 	}
 }
 
-func TestFindingsUniqueScopeFingerprint(t *testing.T) {
+func TestFindingsUniqueScopeKindFingerprint(t *testing.T) {
 	t.Parallel()
 	s, _ := storetest.New(t)
 	ctx := t.Context()
-	insert := func(scope string) error {
+	insert := func(scope, kind string) error {
 		_, err := s.Pool().Exec(ctx, `
 			INSERT INTO findings (scope, fingerprint, kind, tool, rule_id, title, severity, first_seen, last_seen, data)
-			VALUES ($1, 'fp1', 'code', 'semgrep', 'r1', 't', 'high', now(), now(), '{}')`, scope)
+			VALUES ($1, 'fp1', $2, 'nuclei', 'r1', 't', 'high', now(), now(), '{}')`, scope, kind)
 		return err
 	}
-	if err := insert("repo-a"); err != nil {
+	if err := insert("https://a", "external"); err != nil {
 		t.Fatal(err)
 	}
-	if err := insert("repo-b"); err != nil {
+	if err := insert("https://b", "external"); err != nil {
 		t.Fatalf("same fingerprint in another scope: %v", err)
 	}
+	if err := insert("https://a", "authenticated"); err != nil {
+		t.Fatalf("same fingerprint and scope seen by another kind of scan: %v", err)
+	}
 	var pe *pgconn.PgError
-	if err := insert("repo-a"); !errors.As(err, &pe) || pe.Code != "23505" {
-		t.Fatalf("duplicate (scope, fingerprint): got %v, want unique violation", err)
+	if err := insert("https://a", "external"); !errors.As(err, &pe) || pe.Code != "23505" {
+		t.Fatalf("duplicate (scope, kind, fingerprint): got %v, want unique violation", err)
 	}
 }
 
