@@ -100,7 +100,7 @@ type Signals struct {
 }
 
 // Finding is one normalised result of a scan. Parsers produce it; scoring and
-// mapping enrich it; the store persists it keyed by (Scope, Fingerprint).
+// mapping enrich it; the store persists it keyed by (Scope, Kind, Fingerprint).
 type Finding struct {
 	Fingerprint       string   `json:"fingerprint"`
 	FingerprintSource string   `json:"fingerprint_source"` // "tool:<name>" when the tool supplied it, else "computed"
