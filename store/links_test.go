@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +71,32 @@ func TestControlLinksFollowCurrentMapping(t *testing.T) {
 	ingest(f)
 	if got := strings.Join(links(), ","); got != "TVM-07/a" {
 		t.Fatalf("after a mapping change links = %s", got)
+	}
+}
+
+// TestListTokens lists tokens without their secrets, revoked ones marked.
+func TestListTokens(t *testing.T) {
+	t.Parallel()
+	s, _ := storetest.New(t)
+	ctx := t.Context()
+	tok, err := s.CreateToken(ctx, "ci", store.RoleIngest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateToken(ctx, "ops", store.RoleOperator); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeToken(ctx, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Name != "ci" || list[0].Role != store.RoleIngest || list[0].RevokedAt != nil || list[1].RevokedAt == nil {
+		t.Fatalf("tokens = %+v", list)
+	}
+	if fmt.Sprintf("%+v", list) == "" || strings.Contains(fmt.Sprintf("%+v", list), tok) {
+		t.Fatal("a token listing shows the token")
 	}
 }

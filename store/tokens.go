@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -128,4 +129,27 @@ func validRole(r string) bool {
 		}
 	}
 	return false
+}
+
+// TokenInfo describes a token without its secret (which is not stored).
+type TokenInfo struct {
+	Name       string     `json:"name"`
+	Role       string     `json:"role"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+}
+
+// ListTokens lists every token, revoked ones included.
+func (s *Store) ListTokens(ctx context.Context) ([]TokenInfo, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT name, role, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("listing tokens: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (TokenInfo, error) {
+		var t TokenInfo
+		err := r.Scan(&t.Name, &t.Role, &t.CreatedAt, &t.LastUsedAt, &t.RevokedAt)
+		return t, err
+	})
 }
