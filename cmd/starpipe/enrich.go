@@ -10,23 +10,23 @@ import (
 	"github.com/starpipe/starpipe/scoring"
 )
 
-func init() {
-	enrichForDryRun = func(mappingFile string) (func(*finding.Finding), error) {
-		cfg, err := config.Load("")
-		if err != nil {
-			return nil, err
-		}
-		if mappingFile != "" {
-			cfg.Mapping.File = mappingFile
-		}
-		// A dry run reports the configured CCM version only, so its
-		// "controls" counts read as plain control ids.
-		enrich, err := newEnricher(cfg, false)
-		if err != nil {
-			return nil, err
-		}
-		return func(f *finding.Finding) { enrich(f, nil) }, nil
+// dryRunEnricher is the scoring and mapping a dry run applies, with the
+// --mapping file ("" for the configured or default rules). A dry run
+// reports the configured CCM version only, so its "controls" counts read
+// as plain control ids.
+func dryRunEnricher(mappingFile string) (func(*finding.Finding), error) {
+	cfg, err := config.Load("")
+	if err != nil {
+		return nil, err
 	}
+	if mappingFile != "" {
+		cfg.Mapping.File = mappingFile
+	}
+	enrich, err := newEnricher(cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	return func(f *finding.Finding) { enrich(f, nil) }, nil
 }
 
 // newEnricher scores a finding (under the run's environmental context when

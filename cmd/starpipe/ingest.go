@@ -16,12 +16,6 @@ import (
 
 func init() { subcommands = append(subcommands, newIngestCmd) }
 
-// enrichForDryRun builds the scoring and mapping step a dry run applies to
-// every finding, from the --mapping file ("" for the default rules). It is
-// filled in by the file that wires scoring and mapping; while it is nil a
-// dry run shows findings as the parsers produce them.
-var enrichForDryRun func(mappingFile string) (func(*finding.Finding), error)
-
 // ingestFlags are the flags of `starpipe ingest`.
 type ingestFlags struct {
 	dryRun        bool
@@ -119,12 +113,8 @@ func runDryRun(cmd *cobra.Command, files []string, fl ingestFlags) error {
 		Explain:       fl.explain,
 		Stdin:         cmd.InOrStdin(),
 	}
-	if enrichForDryRun != nil {
-		if opt.Enrich, err = enrichForDryRun(fl.mapping); err != nil {
-			return fmt.Errorf("loading mapping: %w", err)
-		}
-	} else if fl.mapping != "" || fl.explain {
-		fmt.Fprintln(cmd.ErrOrStderr(), "starpipe: scoring and mapping are not wired into this build; --mapping and --explain show no controls")
+	if opt.Enrich, err = dryRunEnricher(fl.mapping); err != nil {
+		return fmt.Errorf("loading mapping: %w", err)
 	}
 	if term.IsTerminal(int(os.Stderr.Fd())) {
 		opt.Progress = os.Stderr
