@@ -134,7 +134,13 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 			if err != nil {
 				return err
 			}
-			return demo.Serve(ctx, demoListen, token, log)
+			// The demo is a convenience: a busy port must not stop the
+			// daemon, only the demo schedules' scans (which then fail with
+			// "unreachable" in their ledger).
+			if err := demo.Serve(ctx, demoListen, token, log); err != nil {
+				log.Warn("demo target not started; use --demo-listen to pick another address", "err", err)
+			}
+			return nil
 		},
 	})
 }
