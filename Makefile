@@ -9,21 +9,25 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 BENCHTIME ?= 1s
 
-.PHONY: all build run test bench lint fuzz clean
+.PHONY: all deps build run test bench lint fuzz clean
 
 all: lint test
+
+# PostgreSQL server binaries, gcc and git; installed with apt-get as root.
+deps:
+	@./scripts/ensure-deps.sh
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/starpipe
 
 # The daemon with its private PostgreSQL and embedded broker; state (and so
 # data) lives in $(STATE) and survives restarts. Ctrl-C stops everything.
-run: build
+run: deps build
 	STARPIPE_SCAN_HOME=$(abspath $(STATE))/scan-home ./$(BIN) dev --state $(STATE) --listen $(LISTEN)
 
 # Starts a private PostgreSQL unless STARPIPE_TEST_DATABASE_URL points at one,
 # runs every test, and stops the cluster again.
-test: build
+test: deps build
 	./scripts/test.sh
 
 bench: build
