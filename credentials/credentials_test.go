@@ -37,28 +37,6 @@ func secretForms(s string) []string {
 	return []string{s, base64.StdEncoding.EncodeToString([]byte(s)), hex.EncodeToString([]byte(s))}
 }
 
-// dumpTable returns every row of table as JSON text, for leak searches.
-func dumpTable(t *testing.T, st *store.Store, table string) string {
-	t.Helper()
-	rows, err := st.Pool().Query(t.Context(), `SELECT row_to_json(x)::text FROM `+table+` x`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var b strings.Builder
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString(s + "\n")
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
-}
-
 func TestSaveLoadRoundTrip(t *testing.T) {
 	t.Parallel()
 	st, _ := storetest.New(t)
@@ -119,7 +97,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 
 	// Neither the credentials table nor the activity log holds any secret in
 	// clear or in an obvious encoding.
-	dump := dumpTable(t, st, "credentials") + dumpTable(t, st, "activity_log")
+	dump := storetest.DumpTable(t, st, "credentials") + storetest.DumpTable(t, st, "activity_log")
 	for _, c := range append(creds, up) {
 		for _, f := range secretForms(c.Secret.Reveal()) {
 			if strings.Contains(dump, f) {
@@ -149,7 +127,7 @@ func TestValidateRejects(t *testing.T) {
 			t.Fatalf("error holds the secret: %v", err)
 		}
 	}
-	if n := strings.Count(dumpTable(t, st, "credentials"), "\n"); n != 0 {
+	if n := strings.Count(storetest.DumpTable(t, st, "credentials"), "\n"); n != 0 {
 		t.Fatalf("%d rows stored for invalid credentials", n)
 	}
 }
@@ -238,12 +216,12 @@ func TestRotateRollsBack(t *testing.T) {
 	if _, err := st.Pool().Exec(ctx, `UPDATE credentials SET sealed = (SELECT sealed FROM credentials WHERE name = 'a') WHERE name = 'zz-victim'`); err != nil {
 		t.Fatal(err)
 	}
-	before := dumpTable(t, st, "credentials")
+	before := storetest.DumpTable(t, st, "credentials")
 	n, err := credentials.Rotate(ctx, st, newKeyring(t, k2, k1), "keys-rotate")
 	if !errors.Is(err, vault.ErrAuth) || n != 0 {
 		t.Fatalf("Rotate = %d, %v; want 0, ErrAuth", n, err)
 	}
-	if after := dumpTable(t, st, "credentials"); after != before {
+	if after := storetest.DumpTable(t, st, "credentials"); after != before {
 		t.Fatalf("rows changed by a failed rotation:\nbefore %s\nafter  %s", before, after)
 	}
 	if _, err := credentials.LoadCredential(ctx, st, kr1, "a"); err != nil {
@@ -254,11 +232,11 @@ func TestRotateRollsBack(t *testing.T) {
 	if _, err := st.Pool().Exec(ctx, `UPDATE credentials SET sealed = 'v1:' || key_id || ':bm9wZQ==:x' WHERE name = 'zz-victim'`); err != nil {
 		t.Fatal(err)
 	}
-	before = dumpTable(t, st, "credentials")
+	before = storetest.DumpTable(t, st, "credentials")
 	if n, err := credentials.Rotate(ctx, st, newKeyring(t, k2, k1), "keys-rotate"); err == nil || n != 0 {
 		t.Fatalf("Rotate over a corrupt row = %d, %v; want an error", n, err)
 	}
-	if after := dumpTable(t, st, "credentials"); after != before {
+	if after := storetest.DumpTable(t, st, "credentials"); after != before {
 		t.Fatal("rows changed by a failed rotation")
 	}
 }

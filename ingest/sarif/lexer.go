@@ -176,29 +176,18 @@ const hardMaxDepth = 10000
 // beginObj consumes '{' and reports true. For null or a value of another
 // type it consumes the value and reports false: SARIF producers put odd
 // types in optional places and a best-effort reader ignores them.
-func (d *lexer) beginObj() bool {
-	c, ok := d.peek()
-	if !ok {
-		d.unexpected("a value")
-		return false
-	}
-	if c != '{' {
-		d.skip()
-		return false
-	}
-	d.pos++
-	d.afterOpen = true
-	return d.push()
-}
+func (d *lexer) beginObj() bool { return d.begin('{') }
 
 // beginArr is beginObj for arrays.
-func (d *lexer) beginArr() bool {
+func (d *lexer) beginArr() bool { return d.begin('[') }
+
+func (d *lexer) begin(open byte) bool {
 	c, ok := d.peek()
 	if !ok {
 		d.unexpected("a value")
 		return false
 	}
-	if c != '[' {
+	if c != open {
 		d.skip()
 		return false
 	}

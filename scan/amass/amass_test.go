@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,61 +25,12 @@ var zone = map[string]string{
 	"mail.example.test.": "127.0.0.13",
 }
 
-// zoneServer answers for example.test from zone and records every
-// question; any other name is NXDOMAIN.
-type zoneServer struct {
-	mu        sync.Mutex
-	questions []string
-}
-
-func (z *zoneServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Authoritative = true
-	if len(req.Question) != 1 {
-		m.Rcode = dns.RcodeFormatError
-		_ = w.WriteMsg(m)
-		return
-	}
-	q := req.Question[0]
-	name := strings.ToLower(q.Name)
-	z.mu.Lock()
-	z.questions = append(z.questions, name)
-	z.mu.Unlock()
-
-	addr, known := zone[name]
-	soa, _ := dns.NewRR("example.test. 60 IN SOA ns.example.test. admin.example.test. 1 60 60 60 60")
-	switch {
-	case !known:
-		m.Rcode = dns.RcodeNameError
-		if dns.IsSubDomain("example.test.", name) {
-			m.Ns = append(m.Ns, soa)
-		}
-	case q.Qtype == dns.TypeA:
-		rr, _ := dns.NewRR(name + " 60 IN A " + addr)
-		m.Answer = append(m.Answer, rr)
-	case q.Qtype == dns.TypeMX && name == "example.test.":
-		rr, _ := dns.NewRR("example.test. 60 IN MX 10 mail.example.test.")
-		m.Answer = append(m.Answer, rr)
-	default:
-		// The name exists but has no data of this type.
-		m.Ns = append(m.Ns, soa)
-	}
-	_ = w.WriteMsg(m)
-}
-
-func (z *zoneServer) asked() []string {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return append([]string(nil), z.questions...)
-}
-
 func startDNS(t *testing.T, ip string, h dns.Handler) string { return dnstest.Serve(t, ip, h) }
 
 // TestRunBruteForce is the one enumeration of this package's tests (each
 // costs amass's ~10 s idle tail).
 func TestRunBruteForce(t *testing.T) {
-	z := &zoneServer{}
+	z := &dnstest.Zone{Apex: "example.test.", A: zone, MX: map[string]string{"example.test.": "mail.example.test."}}
 	// Not 127.0.0.1: amass keys resolvers by IP, and another test package
 	// may run a DNS server there at the same time.
 	resolver := startDNS(t, "127.0.0.3", z)
@@ -139,7 +89,7 @@ func TestRunBruteForce(t *testing.T) {
 
 	// Only the test zone was asked about: no detection or probe names
 	// outside it reached the resolver.
-	for _, q := range z.asked() {
+	for _, q := range z.Asked() {
 		if !dns.IsSubDomain("example.test.", q) {
 			t.Errorf("resolver asked about %q", q)
 		}

@@ -516,7 +516,7 @@ func TestAuthenticatedScan(t *testing.T) {
 		assertNoSecret(t, "artifact "+sha, string(content))
 	}
 	for _, table := range []string{"findings", "scan_runs", "schedule_ledger", "activity_log"} {
-		assertNoSecret(t, table, dumpTable(t, h.st, table))
+		assertNoSecret(t, table, storetest.DumpTable(t, h.st, table))
 	}
 	var outbox string
 	if err := h.st.Pool().QueryRow(h.ctx, `SELECT coalesce(string_agg(convert_from(payload, 'UTF8'), E'\n'), '') FROM outbox`).Scan(&outbox); err != nil {
@@ -537,66 +537,12 @@ func assertNoSecret(t *testing.T, where, text string) {
 	}
 }
 
-// dumpTable returns every row of table as JSON text.
-func dumpTable(t *testing.T, st *store.Store, table string) string {
-	t.Helper()
-	rows, err := st.Pool().Query(t.Context(), `SELECT row_to_json(x)::text FROM `+table+` x`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var b strings.Builder
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString(s + "\n")
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
-}
-
 // zone is the test domain's authoritative data: name -> A record, all on
 // loopback.
 var zone = map[string]string{
 	"example.test.":     "127.0.0.21",
 	"www.example.test.": "127.0.0.22",
 	"api.example.test.": "127.0.0.23",
-}
-
-// zoneServer answers for example.test from zone; any other name is
-// NXDOMAIN.
-type zoneServer struct{}
-
-func (zoneServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Authoritative = true
-	if len(req.Question) != 1 {
-		m.Rcode = dns.RcodeFormatError
-		_ = w.WriteMsg(m)
-		return
-	}
-	q := req.Question[0]
-	name := strings.ToLower(q.Name)
-	addr, known := zone[name]
-	soa, _ := dns.NewRR("example.test. 60 IN SOA ns.example.test. admin.example.test. 1 60 60 60 60")
-	switch {
-	case !known:
-		m.Rcode = dns.RcodeNameError
-		if dns.IsSubDomain("example.test.", name) {
-			m.Ns = append(m.Ns, soa)
-		}
-	case q.Qtype == dns.TypeA:
-		rr, _ := dns.NewRR(name + " 60 IN A " + addr)
-		m.Answer = append(m.Answer, rr)
-	default:
-		m.Ns = append(m.Ns, soa)
-	}
-	_ = w.WriteMsg(m)
 }
 
 func startDNS(t *testing.T, ip string, h dns.Handler) string { return dnstest.Serve(t, ip, h) }
@@ -620,7 +566,7 @@ func listening(addr string) bool {
 func TestDomainDiscovery(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	resolver := startDNS(t, "127.0.0.2", zoneServer{})
+	resolver := startDNS(t, "127.0.0.2", &dnstest.Zone{Apex: "example.test.", A: zone})
 	// Where binding port 80 is allowed (as root, say), the shop serves
 	// www.example.test, so that a discovered host is scanned for real;
 	// elsewhere nothing listens on any discovered host.

@@ -250,3 +250,26 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return strings.ToLower(hex.EncodeToString(b))
 }
+
+// DumpTable returns every row of table as JSON text, one per line, for
+// tests that search a table for material that must not be there (secrets).
+func DumpTable(t testing.TB, st *store.Store, table string) string {
+	t.Helper()
+	rows, err := st.Pool().Query(t.Context(), `SELECT row_to_json(x)::text FROM `+pgx.Identifier{table}.Sanitize()+` x`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(s + "\n")
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
