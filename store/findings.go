@@ -19,20 +19,21 @@ const StageTable = "findings_stage"
 
 // stageColumns are the columns of StageTable in COPY order. They mirror
 // findings' own columns minus what the database decides (id, status,
-// lifecycle timestamps), plus seen_at and the mapped controls.
+// lifecycle timestamps), plus seen_at. The mapped controls travel inside
+// data, where the control_links view reads them.
 var stageColumns = []string{
 	"scope", "fingerprint", "kind", "tool", "tool_version", "rule_id", "rule_name",
 	"title", "message", "description", "location", "location_uri", "cwe", "cve", "tags",
 	"cvss_version", "cvss_vector", "cvss_base", "cvss_temporal", "cvss_environmental",
 	"severity", "severity_source", "suppressed", "suppression_justification",
-	"seen_at", "data", "controls",
+	"seen_at", "data",
 }
 
 // StageFindings creates the temporary table findings_stage in tx (dropped
 // at commit, emptied if it already exists in this transaction) and COPYs
 // fs into it: the first half of a bulk upsert, whose second half is an
 // INSERT INTO findings ... SELECT FROM findings_stage ON CONFLICT (scope,
-// fingerprint) DO UPDATE. COPY is used because it is an order of magnitude
+// kind, fingerprint) DO UPDATE. COPY is used because it is an order of magnitude
 // faster than row-by-row INSERTs for batches of thousands. seenAt is used
 // for findings whose SeenAt is zero. It returns the number of rows staged.
 func StageFindings(ctx context.Context, tx pgx.Tx, fs []finding.Finding, seenAt time.Time) (int64, error) {
@@ -63,8 +64,7 @@ func StageFindings(ctx context.Context, tx pgx.Tx, fs []finding.Finding, seenAt 
 			suppressed bool NOT NULL,
 			suppression_justification text,
 			seen_at timestamptz NOT NULL,
-			data jsonb NOT NULL,
-			controls jsonb
+			data jsonb NOT NULL
 		) ON COMMIT DROP;
 		TRUNCATE findings_stage`)
 	if err != nil {
@@ -94,12 +94,6 @@ func stageRow(f *finding.Finding, seenAt time.Time) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var controls []byte
-	if len(f.Controls) > 0 {
-		if controls, err = json.Marshal(f.Controls); err != nil {
-			return nil, err
-		}
-	}
 	seen := f.SeenAt
 	if seen.IsZero() {
 		seen = seenAt
@@ -120,7 +114,7 @@ func stageRow(f *finding.Finding, seenAt time.Time) ([]any, error) {
 		cwe, nonNil(f.CVE), nonNil(f.Tags),
 		cvssVersion, cvssVector, base, temporal, env,
 		f.Severity.String(), nullString(string(f.SeveritySource)), f.Suppressed, nullString(f.Justification),
-		seen, json.RawMessage(data), nullJSON(controls),
+		seen, json.RawMessage(data),
 	}, nil
 }
 

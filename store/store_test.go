@@ -295,7 +295,7 @@ func TestStageFindings(t *testing.T) {
 		var base float64
 		var cwe []int32
 		var control string
-		if err := tx.QueryRow(ctx, `SELECT severity, cvss_base, cwe, controls->0->>'id' FROM findings_stage WHERE fingerprint = 'fp1'`).
+		if err := tx.QueryRow(ctx, `SELECT severity, cvss_base, cwe, data->'controls'->0->>'id' FROM findings_stage WHERE fingerprint = 'fp1'`).
 			Scan(&sev, &base, &cwe, &control); err != nil {
 			return err
 		}
