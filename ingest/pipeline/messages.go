@@ -9,21 +9,9 @@ import (
 	"github.com/starpipe/starpipe/finding"
 )
 
-// Message types on starpipe.scan.results, all keyed by run id so that one
-// run's messages stay in order on one partition.
-const (
-	TypeRunReceived = "run-received" // from the outbox: parse this run's artifact
-	TypeRunStarted  = "run-started"
-	TypeFindings    = "findings"
-	TypeRunFinished = "run-finished"
-)
-
-// Finding event types on starpipe.finding.events, keyed by finding id.
-const (
-	EventOpened   = "opened"
-	EventReopened = "reopened"
-	EventResolved = "resolved"
-)
+// The payloads below travel in bus envelopes whose types (bus.TypeRunReceived,
+// bus.TypeFindings, ...) the bus package defines; scan.results messages are
+// keyed by run id so that one run's messages stay in order on one partition.
 
 // RunReceived asks the parse stage to read a stored artifact.
 type RunReceived struct {
