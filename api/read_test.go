@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/starpipe/starpipe/finding"
+	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
@@ -514,7 +515,7 @@ func TestControlsAPI(t *testing.T) {
 // registered; the route test never submits anything.
 type specIntake struct{}
 
-func (specIntake) Submit(context.Context, io.Reader, SubmitRequest) (string, error) {
+func (specIntake) Submit(context.Context, io.Reader, pipeline.Request) (string, error) {
 	return "", nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/starpipe/starpipe/ingest/pipeline"
 )
 
 func init() { routeGroups = append(routeGroups, (*Server).registerUpload) }
@@ -23,7 +25,7 @@ func (s *Server) registerUpload() {
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	p, _ := PrincipalFrom(r.Context())
 	q := r.URL.Query()
-	req := SubmitRequest{
+	req := pipeline.Request{
 		Kind:       q.Get("kind"),
 		Scope:      q.Get("scope"),
 		Format:     q.Get("format"),

@@ -2,9 +2,7 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -15,14 +13,6 @@ import (
 	"github.com/starpipe/starpipe/store/storetest"
 )
 
-// pipelineIntake adapts the real intake, as cmd/starpipe does.
-type pipelineIntake struct{ in *pipeline.Intake }
-
-func (p pipelineIntake) Submit(ctx context.Context, r io.Reader, req SubmitRequest) (string, error) {
-	return p.in.Submit(ctx, r, pipeline.Request{Kind: req.Kind, Scope: req.Scope, Format: req.Format,
-		ScheduleID: req.ScheduleID, Actor: req.Actor, FileName: req.FileName})
-}
-
 const nucleiLine = `{"template-id":"git-config","info":{"name":"Git config","severity":"medium"},"host":"https://shop.example.com","matched-at":"https://shop.example.com/.git/config","type":"http"}` + "\n"
 
 // TestUpload checks POST /v1/runs against the real intake and database:
@@ -31,7 +21,7 @@ const nucleiLine = `{"template-id":"git-config","info":{"name":"Git config","sev
 func TestUpload(t *testing.T) {
 	t.Parallel()
 	st, _ := storetest.New(t)
-	srv := New(Options{Auth: storeAuthenticator{st}, Store: st, Intake: pipelineIntake{pipeline.NewIntake(st, 4096, t.TempDir(), nil)}})
+	srv := New(Options{Auth: storeAuthenticator{st}, Store: st, Intake: pipeline.NewIntake(st, 4096, t.TempDir(), nil)})
 	token := func(role string) string {
 		tok, err := st.CreateToken(t.Context(), "upload-"+role, role)
 		if err != nil {

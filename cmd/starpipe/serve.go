@@ -208,7 +208,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 
 	srv := api.New(api.Options{
 		Logger: log, Auth: storeAuth{st}, Registry: reg, Ready: ready,
-		Store: st, Catalogs: cats, Intake: intakeAdapter{intake}, Keyring: keyring,
+		Store: st, Catalogs: cats, Intake: intake, Keyring: keyring,
 	})
 	httpSrv := &http.Server{Addr: cfg.Listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -378,16 +378,6 @@ func waitTopics(ctx context.Context, cfg bus.Config) error {
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// intakeAdapter lets the API submit uploads without importing the pipeline.
-type intakeAdapter struct{ in *pipeline.Intake }
-
-func (a intakeAdapter) Submit(ctx context.Context, r io.Reader, req api.SubmitRequest) (string, error) {
-	return a.in.Submit(ctx, r, pipeline.Request{
-		Kind: req.Kind, Scope: req.Scope, Format: req.Format, ScheduleID: req.ScheduleID,
-		Actor: req.Actor, FileName: req.FileName,
-	})
 }
 
 func ensureTopicsWithRetry(ctx context.Context, cfg bus.Config, log *slog.Logger) error {
