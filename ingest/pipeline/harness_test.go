@@ -5,12 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/internal/testlog"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/scoring"
@@ -425,40 +424,14 @@ func pollWait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// testLogger sends records at level and above to the test log, and drops
-// them once the test is over (background goroutines may still be winding
-// down then).
+// testLogger sends records at level and above (errors when level is zero)
+// to the test log.
 func testLogger(t testing.TB, level slog.Level) *slog.Logger {
 	if level == 0 {
 		level = slog.LevelError
 	}
-	w := &tWriter{t: t}
-	t.Cleanup(w.close)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return testlog.New(t, level)
 }
-
-type tWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *tWriter) close() {
-	w.mu.Lock()
-	w.done = true
-	w.mu.Unlock()
-}
-
-var _ io.Writer = (*tWriter)(nil)
 
 // isTerminal reports a run status that will not change again.
 func isTerminal(s string) bool { return s == "succeeded" || s == "failed" }

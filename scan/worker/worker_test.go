@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/internal/testlog"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/scan/code"
@@ -854,38 +854,13 @@ func TestAbandonedWhileRunning(t *testing.T) {
 	}
 }
 
-// testLogger sends warnings and errors to the test log, and drops them
-// once the test is over (background goroutines may still be winding down
-// then).
+// testLogger sends warnings and errors (and info with -v) to the test log.
 func testLogger(t *testing.T) *slog.Logger {
-	w := &tWriter{t: t}
-	t.Cleanup(w.close)
 	level := slog.LevelWarn
 	if testing.Verbose() {
 		level = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type tWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *tWriter) close() {
-	w.mu.Lock()
-	w.done = true
-	w.mu.Unlock()
+	return testlog.New(t, level)
 }
 
 // fakeClock is the scheduler's fake clock, shared with its own tests.
