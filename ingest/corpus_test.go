@@ -11,17 +11,13 @@ import (
 
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/internal/corpus"
 )
 
-// corpusDir is the shared scanner-output corpus (shared/corpus beside the
-// main work tree); tests fail rather than skip when it is missing.
+// corpusDir is the shared scanner-output corpus (see internal/corpus).
 func corpusDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "corpus")
-	if _, err := os.Stat(filepath.Join(dir, "MANIFEST.csv")); err != nil {
-		t.Fatalf("shared corpus missing: %v", err)
-	}
-	return dir
+	return corpus.Dir(t)
 }
 
 type manifestRow struct {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	corpusfiles "github.com/starpipe/starpipe/internal/corpus"
 )
 
 // run executes the CLI in-process and returns its output and exit status.
@@ -35,11 +37,7 @@ func run(t *testing.T, stdin string, args ...string) (string, string, int) {
 
 func corpus(t *testing.T, path string) string {
 	t.Helper()
-	p := filepath.Join("..", "..", "..", "shared", "corpus", path)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("shared corpus missing: %v", err)
-	}
-	return p
+	return corpusfiles.Path(t, path)
 }
 
 func TestScoreCommand(t *testing.T) {

@@ -13,17 +13,14 @@ import (
 
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/internal/corpus"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
 func corpusPath(t testing.TB, name string) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "corpus", "amass", "amass")
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("shared corpus missing: %v", err)
-	}
-	return filepath.Join(dir, name)
+	return corpus.Path(t, "amass", "amass", name)
 }
 
 type collected struct {

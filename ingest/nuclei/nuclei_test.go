@@ -16,18 +16,16 @@ import (
 
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/internal/corpus"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-// corpusDir is the shared scanner-output corpus (see its README.md).
+// corpusDir is the nuclei part of the shared scanner-output corpus (see
+// internal/corpus and the corpus's README.md).
 func corpusDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "corpus", "nuclei", "nuclei")
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("shared corpus missing: %v", err)
-	}
-	return dir
+	return corpus.Path(t, "nuclei", "nuclei")
 }
 
 func readCorpus(t testing.TB, name string) []byte {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/internal/corpus"
 	"github.com/starpipe/starpipe/internal/testlog"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
@@ -386,19 +385,11 @@ func seq(from, to int) []int {
 	return out
 }
 
-// corpusFile reads a file of the shared scanner corpus; a missing corpus
-// is a failure, not a skip.
+// corpusFile reads a file of the shared scanner corpus (see
+// internal/corpus).
 func corpusFile(t testing.TB, rel string) []byte {
 	t.Helper()
-	dir := os.Getenv("STARPIPE_CORPUS")
-	if dir == "" {
-		dir = "/work/shared/corpus"
-	}
-	b, err := os.ReadFile(filepath.Join(dir, rel))
-	if err != nil {
-		t.Fatalf("corpus file missing (set STARPIPE_CORPUS to the corpus directory): %v", err)
-	}
-	return b
+	return corpus.Read(t, rel)
 }
 
 // freePort picks a port on 127.0.0.1 that is free right now.

@@ -34,7 +34,7 @@ func TestTinyReads(t *testing.T) {
 		if _, odd := corpusOverrides[e.path]; odd {
 			continue
 		}
-		path := filepath.Join(corpusDir, e.path)
+		path := filepath.Join(corpusDir(t), e.path)
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)

@@ -15,11 +15,14 @@ import (
 
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/internal/corpus"
 )
 
-// corpusDir is the shared scanner-output corpus (/work/shared/corpus), found
-// relative to this package so the tests run from any checkout next to it.
-var corpusDir = filepath.Join("..", "..", "..", "shared", "corpus")
+// corpusDir is the shared scanner-output corpus (see internal/corpus).
+func corpusDir(t testing.TB) string {
+	t.Helper()
+	return corpus.Dir(t)
+}
 
 type corpusEntry struct {
 	path     string // relative to corpusDir
@@ -29,9 +32,9 @@ type corpusEntry struct {
 
 func loadManifest(t testing.TB) []corpusEntry {
 	t.Helper()
-	f, err := os.Open(filepath.Join(corpusDir, "MANIFEST.csv"))
+	f, err := os.Open(filepath.Join(corpusDir(t), "MANIFEST.csv"))
 	if err != nil {
-		t.Fatalf("the shared corpus is required for these tests: %v", err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	rows, err := csv.NewReader(f).ReadAll()
@@ -93,7 +96,7 @@ var corpusOverrides = map[string]string{
 func TestCorpusCounts(t *testing.T) {
 	for _, e := range loadManifest(t) {
 		t.Run(e.path, func(t *testing.T) {
-			path := filepath.Join(corpusDir, e.path)
+			path := filepath.Join(corpusDir(t), e.path)
 			got, st, err := parseFile(t, path)
 			want := e.expected
 			if o, ok := corpusOverrides[e.path]; ok {

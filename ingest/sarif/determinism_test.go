@@ -77,7 +77,7 @@ func TestDeterminism(t *testing.T) {
 			continue
 		}
 		if n, err := strconv.Atoi(e.expected); err == nil && n > 0 {
-			inputs = append(inputs, filepath.Join(corpusDir, e.path))
+			inputs = append(inputs, filepath.Join(corpusDir(t), e.path))
 		}
 	}
 	for _, path := range inputs {

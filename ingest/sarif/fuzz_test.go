@@ -17,7 +17,7 @@ import (
 // and testdata.
 func FuzzParse(f *testing.F) {
 	for _, e := range loadManifest(f) {
-		data, err := os.ReadFile(filepath.Join(corpusDir, e.path))
+		data, err := os.ReadFile(filepath.Join(corpusDir(f), e.path))
 		if err != nil {
 			f.Fatal(err)
 		}

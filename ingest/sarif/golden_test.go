@@ -25,9 +25,12 @@ var goldenInputs = []string{
 	"testdata/extensions-rules.sarif",                                      // rules in tool.extensions, message ids, base chains
 }
 
-func goldenPath(in string) (src, golden string) {
+// goldenPath resolves an input (a corpus one needs the corpus, so it takes
+// the subtest's t) and names its golden file.
+func goldenPath(t testing.TB, in string) (src, golden string) {
+	t.Helper()
 	if rel, ok := strings.CutPrefix(in, "corpus:"); ok {
-		src = filepath.Join(corpusDir, rel)
+		src = filepath.Join(corpusDir(t), rel)
 	} else {
 		src = in
 	}
@@ -36,8 +39,8 @@ func goldenPath(in string) (src, golden string) {
 
 func TestGolden(t *testing.T) {
 	for _, in := range goldenInputs {
-		src, golden := goldenPath(in)
-		t.Run(filepath.Base(src), func(t *testing.T) {
+		t.Run(filepath.Base(in), func(t *testing.T) {
+			src, golden := goldenPath(t, in)
 			got, _, err := parseFile(t, src)
 			if err != nil {
 				t.Fatal(err)

@@ -157,7 +157,7 @@ func TestSniff(t *testing.T) {
 		if e.expected == "invalid" || e.expected == "" {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(corpusDir, e.path))
+		data, err := os.ReadFile(filepath.Join(corpusDir(t), e.path))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func TestSniff(t *testing.T) {
 	}
 	// And no nuclei/amass/native JSON file does.
 	for _, dir := range []string{"nuclei", "amass", "json"} {
-		files, _ := filepath.Glob(filepath.Join(corpusDir, dir, "*", "*"))
+		files, _ := filepath.Glob(filepath.Join(corpusDir(t), dir, "*", "*"))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			if err != nil {
