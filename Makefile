@@ -9,6 +9,13 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 BENCHTIME ?= 1s
 
+# The shared corpus of real scanner outputs (see internal/corpus): beside the
+# clone unless STARPIPE_CORPUS says otherwise; always passed on as an
+# absolute path so that every test package finds the same directory.
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+STARPIPE_CORPUS ?= $(abspath $(ROOT)/../shared/corpus)
+export STARPIPE_CORPUS := $(abspath $(STARPIPE_CORPUS))
+
 .PHONY: all deps build run test bench lint fuzz clean
 
 all: lint test
@@ -34,6 +41,7 @@ bench: build
 	BENCHTIME=$(BENCHTIME) ./scripts/bench.sh
 
 lint:
+	@./scripts/check-file-sizes.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 

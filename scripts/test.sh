@@ -6,6 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=bin/starpipe
+
+# The shared scanner corpus (see internal/corpus), as an absolute path; a
+# relative STARPIPE_CORPUS is taken from the module root, as the tests do.
+corpus=${STARPIPE_CORPUS:-../shared/corpus}
+case $corpus in /*) ;; *) corpus=$PWD/$corpus ;; esac
+export STARPIPE_CORPUS=$corpus
+if [ ! -f "$STARPIPE_CORPUS/MANIFEST.csv" ]; then
+	if [ "${CI:-}" = true ]; then
+		echo "no shared scanner corpus at $STARPIPE_CORPUS: set STARPIPE_CORPUS (CI runs every test)" >&2
+		exit 1
+	fi
+	echo "==> no shared scanner corpus at $STARPIPE_CORPUS: the tests that read it are skipped (set STARPIPE_CORPUS)" >&2
+fi
 TESTDB_DIR=${TESTDB_DIR:-$PWD/.starpipe-test/postgres}
 
 if [ -z "${STARPIPE_TEST_DATABASE_URL:-}" ]; then
@@ -14,6 +27,9 @@ if [ -z "${STARPIPE_TEST_DATABASE_URL:-}" ]; then
 	trap '"$BIN" testdb stop --dir "$TESTDB_DIR" || true' EXIT
 	export STARPIPE_TEST_DATABASE_URL="$url"
 fi
+
+echo "==> no tracked file over 5 MB"
+./scripts/check-file-sizes.sh
 
 echo "==> go test ./..."
 go test -count=1 -timeout 25m ${GOTESTFLAGS:-} ./...

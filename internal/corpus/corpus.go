@@ -107,6 +107,8 @@ func missing(t testing.TB, msg string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
+		return // a stand-in TB (this package's tests) returns from Fatal
+
 	}
 	t.Skip(msg)
 }
