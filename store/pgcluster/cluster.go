@@ -3,23 +3,36 @@
 // by hand. It is not a production deployment tool: production points
 // starpipe at a PostgreSQL it does not manage.
 //
-// A state directory holds everything about one server:
+// A state directory (0700, every file 0600) holds what starpipe keeps about
+// one server:
 //
-//	Dir/cluster.lock   flock held by the managing process (see Start)
-//	Dir/cluster.json   where the data directory is and the last port used
-//	Dir/password       the generated superuser password (0600)
-//	Dir/data/          PGDATA
-//	Dir/postgres.log   the server log
+//	Dir/cluster.lock        flock held by the managing process (see Start)
+//	Dir/cluster.json        where the data directory is, the last port used
+//	Dir/password            the generated superuser password
+//	Dir/starpipe.password   the generated password of the daemon's role
 //
-// When starpipe runs as root the server runs as an unprivileged system user
-// (PostgreSQL refuses root). If that user cannot reach Dir (a root-owned 0700
-// directory on the way, as t.TempDir, mktemp -d and /root are), data/ and
-// postgres.log go to /var/lib/starpipe/pgcluster/<hash of Dir> instead and
-// cluster.json records it.
+// and the server's own files live in a server directory owned by the
+// account that runs it:
+//
+//	ServerDir/data/         PGDATA
+//	ServerDir/postgres.log  the server log
+//
+// Not root, the server runs as the current user and the server directory is
+// Dir itself. As root, the server runs as an unprivileged system account
+// (PostgreSQL refuses root; DefaultUser, created by `make deps`) and the
+// server directory is Config.ServerDir or, by default, a directory in that
+// account's home: the account never needs to enter the state directory, so
+// it stays private. Root never follows a symbolic link inside the server
+// directory, which the account controls (see nofollow.go).
+//
+// Two roles are created: the superuser (AdminUser) for set-up and tests, and
+// the daemon's login role (AppUser) without any special privilege, which
+// owns database "starpipe". store.Migrate run with AdminURL then hands the
+// activity log to a role the daemon cannot act as.
 //
 // The server listens on 127.0.0.1 only, without a Unix socket (so nothing
-// depends on /var/run/postgresql), and requires the generated password
-// (scram-sha-256), so other local users cannot connect as superuser.
+// depends on /var/run/postgresql), and requires the generated passwords
+// (scram-sha-256), so other local users cannot connect.
 package pgcluster
 
 import (
@@ -30,9 +43,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,13 +56,22 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sys/unix"
 )
 
 const (
 	// DatabaseName is the database Start creates and URL points at.
 	DatabaseName = "starpipe"
-	// SuperUser is the database superuser initdb creates.
-	SuperUser = "starpipe"
+	// AdminUser is the database superuser initdb creates.
+	AdminUser = "starpipe_admin"
+	// AppUser is the daemon's login role: no superuser, no CREATEROLE or
+	// CREATEDB; it owns database "starpipe".
+	AppUser = "starpipe"
+
+	// Clusters created before the role split have the superuser "starpipe";
+	// their daemon role gets another name.
+	legacyAdminUser = "starpipe"
+	legacyAppUser   = "starpipe_app"
 
 	readyTimeout = 60 * time.Second
 )
@@ -61,11 +83,18 @@ type Config struct {
 	// Port is the TCP port on 127.0.0.1. Zero reuses the port recorded in
 	// Dir if it is free, else picks a free one.
 	Port int
-	// User is the system user the server runs as when starpipe is root.
-	// Empty means the owner of an existing data directory, else "postgres",
-	// else a "starpipe" system user created for the purpose. Ignored (must
-	// be empty or the current user) when not root.
+	// User is the system account the server runs as when starpipe is root.
+	// Empty means the owner of an existing data directory, else DefaultUser.
+	// The account must exist (`make deps` creates DefaultUser). Must be empty
+	// or the current user when not root.
 	User string
+	// ServerDir holds the server's own files (data/, postgres.log) and
+	// belongs to the account that runs it; it is created if missing, below
+	// directories only root or starpipe's user can change, and the account
+	// must be able to reach it. Empty means Dir when not root, and
+	// <account home>/clusters/<hash of Dir> when root. Only used when the
+	// cluster is created: cluster.json remembers where it is.
+	ServerDir string
 	// DisableFsync trades crash safety for speed: fsync, synchronous_commit
 	// and full_page_writes are turned off. For test databases only.
 	DisableFsync bool
@@ -83,7 +112,10 @@ type Cluster struct {
 	dataDir  string
 	logFile  string
 	port     int
-	password string
+	password string // AdminUser's
+	admin    string // superuser name
+	app      string // daemon role name
+	appPass  string
 	bins     *binaries
 	user     *serverUser
 	log      *slog.Logger
@@ -99,6 +131,9 @@ type Cluster struct {
 type state struct {
 	DataDir string `json:"data_dir"`
 	Port    int    `json:"port,omitempty"`
+	// AdminUser is the superuser; empty in clusters created before the
+	// role split, whose superuser is legacyAdminUser.
+	AdminUser string `json:"admin_user,omitempty"`
 }
 
 // Start initialises the data directory if needed, starts the server and
@@ -123,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolving state directory: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
 	lock, err := lockDir(dir)
@@ -141,28 +176,38 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c.setBase(dir)
-	if st.DataDir != "" {
-		c.setBase(filepath.Dir(st.DataDir))
-	}
-	// Fail on missing binaries before resolveUser possibly creates a user.
 	if _, err := findBinaries(ctx, cfg.BinDir, 0); err != nil {
 		return nil, err
 	}
-	if c.user, err = resolveUser(ctx, cfg.User, c.dataDir, log); err != nil {
+	if c.user, err = resolveUser(cfg.User, st.DataDir); err != nil {
 		return nil, err
 	}
-	if st.DataDir == "" {
-		if ok, blocker := c.user.canReach(dir); !ok {
-			c.setBase(relocatedBase(dir))
-			log.Warn("server user cannot reach the state directory; keeping the server's files elsewhere",
-				"user", c.user.name, "blocked_at", blocker, "data_dir", c.dataDir)
-			if err := os.MkdirAll(c.base, 0o755); err != nil {
-				return nil, fmt.Errorf("creating relocated server directory: %w", err)
-			}
+	if st.DataDir != "" {
+		c.setBase(filepath.Dir(st.DataDir))
+	} else {
+		base, err := c.prepareServerDir(cfg.ServerDir)
+		if err != nil {
+			return nil, err
 		}
-	} else if ok, blocker := c.user.canReach(c.base); !ok {
-		return nil, fmt.Errorf("server user %s cannot reach %s (blocked at %s): make it searchable (chmod o+x)", c.user.name, c.base, blocker)
+		c.setBase(base)
+	}
+	if ok, blocker := c.user.canReach(c.base); !ok {
+		return nil, fmt.Errorf("server user %s cannot reach %s (blocked at %s): choose a server directory it can reach, or make the directories above it searchable (chmod o+x)", c.user.name, c.base, blocker)
+	}
+	d, err := openNoFollow(c.base, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("server directory: %w", err)
+	}
+	d.Close()
+	// A data directory that is there but cannot be opened without following
+	// a link must stop us: read as "no cluster yet" it would be initialised
+	// afresh.
+	if _, err := os.Lstat(c.dataDir); err == nil {
+		d, err := openNoFollow(c.dataDir, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+		d.Close()
 	}
 	major := dataMajor(c.dataDir)
 	if c.bins, err = findBinaries(ctx, cfg.BinDir, major); err != nil {
@@ -173,14 +218,26 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 			c.dataDir, major, c.bins.major, c.bins.dir, major, dir)
 	}
 
+	c.admin = st.AdminUser
 	if major == 0 {
+		c.admin = AdminUser
 		if err := c.initdb(ctx, cfg.DisableFsync); err != nil {
 			return nil, err
 		}
-	} else if c.password, err = readPassword(dir); err != nil {
+	} else if c.password, err = readPassword(dir, "password"); err != nil {
 		return nil, err
 	}
-	if err := writeState(dir, state{DataDir: c.dataDir, Port: st.Port}); err != nil {
+	if c.admin == "" {
+		c.admin = legacyAdminUser
+	}
+	c.app = AppUser
+	if c.admin == legacyAdminUser {
+		c.app = legacyAppUser
+	}
+	if c.appPass, err = ensureSecret(filepath.Join(dir, "starpipe.password")); err != nil {
+		return nil, err
+	}
+	if err := writeState(dir, state{DataDir: c.dataDir, Port: st.Port, AdminUser: c.admin}); err != nil {
 		return nil, err
 	}
 
@@ -197,14 +254,11 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
-	if err := c.writeConf(cfg.DisableFsync); err != nil {
-		return nil, err
-	}
-	if err := c.ensureLogFile(); err != nil {
-		return nil, err
-	}
 	log.Info("starting PostgreSQL", "data_dir", c.dataDir, "port", c.port, "bin_dir", c.bins.dir, "fsync", !cfg.DisableFsync)
-	if out, err := runAs(ctx, c.user, c.base, c.bins.pgCtl, "start", "-D", c.dataDir, "-l", c.logFile, "-w", "-t", strconv.Itoa(int(readyTimeout/time.Second)), "-s"); err != nil {
+	// pg_ctl creates the log as the server user, mode 0600 (it sets its
+	// umask from the data directory's 0700).
+	if out, err := runAs(ctx, c.user, c.base, c.bins.pgCtl, "start", "-D", c.dataDir, "-l", c.logFile, "-o", c.serverOptions(cfg.DisableFsync),
+		"-w", "-t", strconv.Itoa(int(readyTimeout/time.Second)), "-s"); err != nil {
 		return nil, fmt.Errorf("starting PostgreSQL (pg_ctl start): %w: %s\nserver log (%s):\n%s", err, bytes.TrimSpace(out), c.logFile, c.logTail())
 	}
 	defer func() {
@@ -219,7 +273,11 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := c.ensureDatabase(ctx); err != nil {
 		return nil, err
 	}
-	if err := writeState(dir, state{DataDir: c.dataDir, Port: c.port}); err != nil {
+	if c.admin == legacyAdminUser {
+		log.Warn("this cluster predates the separate daemon role: its superuser is \"starpipe\" and the daemon connects as "+legacyAppUser,
+			"state_dir", dir)
+	}
+	if err := writeState(dir, state{DataDir: c.dataDir, Port: c.port, AdminUser: c.admin}); err != nil {
 		return nil, err
 	}
 	log.Info("PostgreSQL ready", "port", c.port)
@@ -232,12 +290,24 @@ func (c *Cluster) setBase(base string) {
 	c.logFile = filepath.Join(base, "postgres.log")
 }
 
-// URL is the connection string of database "starpipe".
-func (c *Cluster) URL() string { return c.DatabaseURL(DatabaseName) }
+// URL is the daemon's connection string: database "starpipe" as the
+// daemon role (AppUser), which owns that database and nothing else.
+func (c *Cluster) URL() string { return c.url(c.app, c.appPass, DatabaseName) }
 
-// DatabaseURL is the connection string of another database on this server.
-func (c *Cluster) DatabaseURL(name string) string {
-	return fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", SuperUser, c.password, c.port, name)
+// AdminURL is the superuser's connection string for database name ("" is
+// "starpipe"): for migrations that hand the activity log over (see
+// store.Migrate), and for test servers that create databases.
+func (c *Cluster) AdminURL(name string) string {
+	if name == "" {
+		name = DatabaseName
+	}
+	return c.url(c.admin, c.password, name)
+}
+
+func (c *Cluster) url(user, password, db string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password),
+		Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)), Path: "/" + db, RawQuery: "sslmode=disable"}
+	return u.String()
 }
 
 // Port is the TCP port the server listens on.
@@ -309,7 +379,7 @@ func StopDir(ctx context.Context, dir string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	u, err := resolveUser(ctx, "", st.DataDir, log)
+	u, err := resolveUser("", st.DataDir)
 	if err != nil {
 		return err
 	}
@@ -320,37 +390,74 @@ func StopDir(ctx context.Context, dir string, log *slog.Logger) error {
 	return nil
 }
 
+// prepareServerDir decides where the server's files go for a new cluster
+// and makes sure that directory exists, belongs to the server user and is
+// reached without a symbolic link the server user could have planted.
+func (c *Cluster) prepareServerDir(explicit string) (string, error) {
+	var top string     // a directory only root or we can change
+	var below []string // components under it, created for the server user
+	switch {
+	case explicit != "":
+		abs, err := filepath.Abs(explicit)
+		if err != nil {
+			return "", fmt.Errorf("resolving server directory: %w", err)
+		}
+		top, below = filepath.Dir(abs), []string{filepath.Base(abs)}
+	case !c.user.setCred:
+		return c.dir, nil // our own files, in our own directory
+	default:
+		p, err := c.user.homeServerDir(c.dir)
+		if err != nil {
+			return "", err
+		}
+		rel, _ := filepath.Rel(filepath.Dir(c.user.home), p)
+		top, below = filepath.Dir(c.user.home), strings.Split(rel, string(filepath.Separator))
+	}
+	top, err := trustedDir(top)
+	if err != nil {
+		return "", fmt.Errorf("server directory: %w", err)
+	}
+	p := top
+	for _, name := range below {
+		p = filepath.Join(p, name)
+		d, err := mkdirNoFollow(p, c.user)
+		if err != nil {
+			return "", fmt.Errorf("server directory: %w", err)
+		}
+		d.Close()
+	}
+	return p, nil
+}
+
 func (c *Cluster) initdb(ctx context.Context, noSync bool) error {
 	// A data directory without PG_VERSION is a half-finished initdb (the
-	// process died during it); nothing in it is worth keeping.
-	if err := os.RemoveAll(c.dataDir); err != nil {
-		return fmt.Errorf("clearing unfinished data directory: %w", err)
+	// process died during it); nothing in it is worth keeping. The server
+	// user removes it: it owns it, and can harm nothing else that way.
+	if _, err := os.Lstat(c.dataDir); err == nil {
+		if out, err := runAs(ctx, c.user, c.base, "rm", "-rf", "--", c.dataDir); err != nil {
+			return fmt.Errorf("clearing unfinished data directory: %w: %s", err, bytes.TrimSpace(out))
+		}
 	}
-	if err := os.Mkdir(c.dataDir, 0o700); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
-	}
-	if err := c.user.chown(c.dataDir); err != nil {
+	var err error
+	if c.password, err = newSecret(); err != nil {
 		return err
 	}
-	pw := make([]byte, 24)
-	if _, err := rand.Read(pw); err != nil {
-		return fmt.Errorf("generating superuser password: %w", err)
-	}
-	c.password = hex.EncodeToString(pw)
-	if err := os.WriteFile(filepath.Join(c.dir, "password"), []byte(c.password+"\n"), 0o600); err != nil {
-		return fmt.Errorf("writing password file: %w", err)
+	if err := writeSecret(filepath.Join(c.dir, "password"), c.password); err != nil {
+		return err
 	}
 	// initdb reads the password as the server user, so it gets its own copy
-	// next to the data directory, removed as soon as initdb is done.
+	// in the server directory, removed as soon as initdb is done. O_EXCL:
+	// whatever was left there (a symbolic link included) is removed first,
+	// never written through.
 	pwFile := filepath.Join(c.base, ".initdb-password")
-	if err := os.WriteFile(pwFile, []byte(c.password+"\n"), 0o600); err != nil {
-		return fmt.Errorf("writing initdb password file: %w", err)
-	}
-	defer os.Remove(pwFile)
-	if err := c.user.chown(pwFile); err != nil {
+	if err := removeNoFollow(pwFile); err != nil {
 		return err
 	}
-	args := []string{"-D", c.dataDir, "-U", SuperUser, "--pwfile=" + pwFile,
+	if err := createNoFollow(pwFile, []byte(c.password+"\n"), 0o600, c.user); err != nil {
+		return err
+	}
+	defer removeNoFollow(pwFile)
+	args := []string{"-D", c.dataDir, "-U", c.admin, "--pwfile=" + pwFile,
 		"--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
 		"-E", "UTF8", "--locale=C"}
 	if noSync {
@@ -360,46 +467,27 @@ func (c *Cluster) initdb(ctx context.Context, noSync bool) error {
 	if out, err := runAs(ctx, c.user, c.base, c.bins.initdb, args...); err != nil {
 		return fmt.Errorf("initialising data directory (initdb): %w: %s", err, bytes.TrimSpace(out))
 	}
-	f, err := os.OpenFile(filepath.Join(c.dataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("opening postgresql.conf: %w", err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString("\n# Settings starpipe manages, rewritten on every start.\ninclude_if_exists = 'starpipe.conf'\n"); err != nil {
-		return fmt.Errorf("appending to postgresql.conf: %w", err)
-	}
 	return nil
 }
 
-// writeConf writes the settings that may change between starts (the port,
-// fsync) into a file postgresql.conf includes.
-func (c *Cluster) writeConf(noFsync bool) error {
-	var b strings.Builder
-	b.WriteString("# Written by starpipe on every start; edits are overwritten.\n")
-	b.WriteString("listen_addresses = '127.0.0.1'\n")
-	fmt.Fprintf(&b, "port = %d\n", c.port)
-	// No Unix socket: the default directory (/var/run/postgresql) may not
-	// exist or be writable, and TCP on loopback is all starpipe uses.
-	b.WriteString("unix_socket_directories = ''\n")
-	// Each test gets its own database and pool, so leave headroom.
-	b.WriteString("max_connections = 200\n")
+// serverOptions are the settings that may change between starts (the port,
+// fsync), given on the command line rather than written into the data
+// directory, which the server user controls. pg_ctl passes them through
+// /bin/sh; none holds a character the shell would interpret.
+func (c *Cluster) serverOptions(noFsync bool) string {
+	opts := []string{
+		"-c listen_addresses=127.0.0.1",
+		"-c port=" + strconv.Itoa(c.port),
+		// No Unix socket: the default directory (/var/run/postgresql) may
+		// not exist or be writable, and TCP on loopback is all starpipe uses.
+		"-c unix_socket_directories=",
+		// Each test gets its own database and pool, so leave headroom.
+		"-c max_connections=200",
+	}
 	if noFsync {
-		b.WriteString("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+		opts = append(opts, "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
 	}
-	path := filepath.Join(c.dataDir, "starpipe.conf")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return c.user.chown(path)
-}
-
-func (c *Cluster) ensureLogFile() error {
-	f, err := os.OpenFile(c.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		return fmt.Errorf("creating server log: %w", err)
-	}
-	f.Close()
-	return c.user.chown(c.logFile)
+	return strings.Join(opts, " ")
 }
 
 // waitReady pings until the server accepts connections. pg_ctl -w has
@@ -411,7 +499,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	delay := 20 * time.Millisecond
 	var lastErr error
 	for {
-		conn, err := pgx.Connect(ctx, c.DatabaseURL("postgres")+"&connect_timeout=5")
+		conn, err := pgx.Connect(ctx, c.AdminURL("postgres")+"&connect_timeout=5")
 		if err == nil {
 			err = conn.Ping(ctx)
 			conn.Close(context.WithoutCancel(ctx))
@@ -430,21 +518,43 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	}
 }
 
+// ensureDatabase makes sure the daemon role exists with the password on
+// file and without privileges, and owns database "starpipe".
 func (c *Cluster) ensureDatabase(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, c.DatabaseURL("postgres"))
+	conn, err := pgx.Connect(ctx, c.AdminURL("postgres"))
 	if err != nil {
 		return fmt.Errorf("connecting to create database %s: %w", DatabaseName, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	role := pgx.Identifier{c.app}.Sanitize()
 	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", DatabaseName).Scan(&exists); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", c.app).Scan(&exists); err != nil {
+		return fmt.Errorf("checking for role %s: %w", c.app, err)
+	}
+	verb := "ALTER"
+	if !exists {
+		verb = "CREATE"
+	}
+	// The password is hex, but quote it as a literal regardless: CREATE
+	// ROLE takes no parameters.
+	pw := "'" + strings.ReplaceAll(c.appPass, "'", "''") + "'"
+	if _, err := conn.Exec(ctx, verb+" ROLE "+role+" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD "+pw); err != nil {
+		return fmt.Errorf("setting up role %s: %w", c.app, err)
+	}
+	var owner string
+	err = conn.QueryRow(ctx, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", DatabaseName).Scan(&owner)
+	db := pgx.Identifier{DatabaseName}.Sanitize()
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+db+" OWNER "+role); err != nil {
+			return fmt.Errorf("creating database %s: %w", DatabaseName, err)
+		}
+	case err != nil:
 		return fmt.Errorf("checking for database %s: %w", DatabaseName, err)
-	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{DatabaseName}.Sanitize()); err != nil {
-		return fmt.Errorf("creating database %s: %w", DatabaseName, err)
+	case owner != c.app:
+		if _, err := conn.Exec(ctx, "ALTER DATABASE "+db+" OWNER TO "+role); err != nil {
+			return fmt.Errorf("giving database %s to role %s: %w", DatabaseName, c.app, err)
+		}
 	}
 	return nil
 }
@@ -453,16 +563,10 @@ func (c *Cluster) ensureDatabase(ctx context.Context) error {
 func (c *Cluster) logTail() string { return fileTail(c.logFile, 30) }
 
 func fileTail(path string, lines int) string {
-	f, err := os.Open(path)
+	b, err := readNoFollow(path, 16<<10)
 	if err != nil {
 		return "(no server log: " + err.Error() + ")"
 	}
-	defer f.Close()
-	const window = 16 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > window {
-		_, _ = f.Seek(-window, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
 	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(all) > lines {
 		all = all[len(all)-lines:]
@@ -481,6 +585,12 @@ func stopLeftover(ctx context.Context, bins *binaries, u *serverUser, base, data
 	pidFile := filepath.Join(dataDir, "postmaster.pid")
 	pid := readPIDFile(pidFile)
 	if pid == 0 {
+		// Nothing readable, but something may be there that the postmaster
+		// would trip over: a symbolic link, which is removed, not followed.
+		if fi, err := os.Lstat(pidFile); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			log.Warn("removing a symbolic link in place of postmaster.pid", "path", pidFile)
+			return removeNoFollow(pidFile)
+		}
 		return nil
 	}
 	if isOurPostmaster(pid, dataDir) {
@@ -488,7 +598,7 @@ func stopLeftover(ctx context.Context, bins *binaries, u *serverUser, base, data
 		return stopServer(ctx, bins, u, base, dataDir, 0, log)
 	}
 	log.Info("removing stale postmaster.pid", "pid", pid)
-	if err := os.Remove(pidFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeNoFollow(pidFile); err != nil {
 		return fmt.Errorf("removing stale postmaster.pid: %w", err)
 	}
 	return nil
@@ -546,7 +656,7 @@ func postmasterPID(dataDir string) int {
 }
 
 func readPIDFile(path string) int {
-	b, err := os.ReadFile(path)
+	b, err := readNoFollow(path, 0)
 	if err != nil {
 		return 0
 	}
@@ -617,7 +727,7 @@ func runAs(ctx context.Context, u *serverUser, dir, bin string, args ...string) 
 }
 
 func dataMajor(dataDir string) int {
-	b, err := os.ReadFile(filepath.Join(dataDir, "PG_VERSION"))
+	b, err := readNoFollow(filepath.Join(dataDir, "PG_VERSION"), 0)
 	if err != nil {
 		return 0
 	}
@@ -643,7 +753,7 @@ func readState(dir string) (state, error) {
 func writeState(dir string, st state) error {
 	b, _ := json.MarshalIndent(st, "", "  ")
 	tmp := filepath.Join(dir, "cluster.json.tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("writing cluster state: %w", err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, "cluster.json")); err != nil {
@@ -652,12 +762,44 @@ func writeState(dir string, st state) error {
 	return nil
 }
 
-func readPassword(dir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "password"))
+func readPassword(dir, name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		return "", fmt.Errorf("reading the superuser password of the existing cluster (remove %s to start afresh): %w", dir, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+func newSecret() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generating a password: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func writeSecret(path, secret string) error {
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// ensureSecret returns the password kept in path, generating it first if
+// the file does not exist.
+func ensureSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	s, err := newSecret()
+	if err != nil {
+		return "", err
+	}
+	return s, writeSecret(path, s)
 }
 
 func portFree(port int) bool {

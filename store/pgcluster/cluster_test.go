@@ -8,26 +8,34 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// stateDir makes a state directory the server user can reach even when the
-// test runs as root: t.TempDir is 0700 root, which would force relocation to
-// /var/lib (tested separately).
-func stateDir(t *testing.T) string {
+// dirs returns a state directory and a server directory inside the test's
+// temporary directory. As root the server runs as DefaultUser (created by
+// `make deps`), which must reach the server directory: t.TempDir and its
+// parent are 0700 root, so the test opens those two to search (0711).
+// Nothing outside the test's temporary directory changes.
+func dirs(t *testing.T) (state, server string) {
 	t.Helper()
-	d, err := os.MkdirTemp("", "pgcluster-test-")
-	if err != nil {
-		t.Fatal(err)
+	td := t.TempDir()
+	if os.Geteuid() == 0 {
+		for _, p := range []string{filepath.Dir(td), td} {
+			if err := os.Chmod(p, 0o711); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	if err := os.Chmod(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
+	return filepath.Join(td, "state"), filepath.Join(td, "server")
+}
+
+func testConfig(t *testing.T) Config {
+	state, server := dirs(t)
+	return Config{Dir: state, ServerDir: server, DisableFsync: true, Logger: testLogger(t)}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -89,12 +97,14 @@ func queryInt(t *testing.T, url, sql string) int {
 // by StopDir. It is one test because initdb dominates the cost.
 func TestLifecycle(t *testing.T) {
 	t.Parallel()
-	dir := stateDir(t)
-	cfg := Config{Dir: dir, DisableFsync: true, Logger: testLogger(t)}
+	cfg := testConfig(t)
+	dir := cfg.Dir
 	c := startT(t, cfg)
 	if !strings.HasPrefix(c.URL(), "postgres://starpipe:") || !strings.Contains(c.URL(), "@127.0.0.1:") || !strings.HasSuffix(c.URL(), "/starpipe?sslmode=disable") {
 		t.Fatalf("URL = %q", c.URL())
 	}
+	checkPrivate(t, cfg, c)
+	checkRoles(t, c)
 	exec1(t, c.URL(), "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)")
 
 	t.Run("second manager refused", func(t *testing.T) {
@@ -176,40 +186,11 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// TestUnreachableDirRelocates: as root the server runs as another user, and
-// a state directory under a root-only 0700 directory (t.TempDir, mktemp -d,
-// /root) cannot hold its data; the data goes to /var/lib/starpipe instead.
-func TestUnreachableDirRelocates(t *testing.T) {
-	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "pg")
-	c := startT(t, Config{Dir: dir, DisableFsync: true, Logger: testLogger(t)})
-	t.Cleanup(func() {
-		// Stop before removing, so that postmaster.pid is there to find.
-		if err := c.Stop(context.Background()); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-		if c.base != dir {
-			os.RemoveAll(c.base)
-		}
-	})
-	relocated := !strings.HasPrefix(c.DataDir(), dir)
-	if os.Geteuid() == 0 && !relocated {
-		t.Fatalf("data dir %s: want relocation out of %s", c.DataDir(), dir)
-	}
-	if os.Geteuid() != 0 && relocated {
-		t.Fatalf("data dir %s relocated although not root", c.DataDir())
-	}
-	exec1(t, c.URL(), "SELECT 1")
-	st, err := readState(dir)
-	if err != nil || st.DataDir != c.DataDir() {
-		t.Fatalf("state = %+v, %v; want data_dir %s", st, err, c.DataDir())
-	}
-}
-
 func TestMissingBinaries(t *testing.T) {
 	empty := t.TempDir()
 	t.Setenv(BinDirEnv, empty)
-	_, err := Start(t.Context(), Config{Dir: stateDir(t)})
+	cfg := testConfig(t)
+	_, err := Start(t.Context(), cfg)
 	if !errors.Is(err, ErrBinariesNotFound) {
 		t.Fatalf("Start: got %v, want ErrBinariesNotFound", err)
 	}
@@ -220,6 +201,174 @@ func TestMissingBinaries(t *testing.T) {
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+// checkPrivate: the state directory is 0700 with every file 0600, and the
+// server's files belong to the account that runs it, the log unreadable to
+// others.
+func checkPrivate(t *testing.T, cfg Config, c *Cluster) {
+	t.Helper()
+	fi, err := os.Stat(cfg.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("state directory mode %v, want 0700", fi.Mode().Perm())
+	}
+	ents, err := os.ReadDir(cfg.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 || !fi.Mode().IsRegular() {
+			t.Errorf("%s in the state directory: mode %v, want a 0600 file", e.Name(), fi.Mode())
+		}
+	}
+	if !strings.HasPrefix(c.DataDir(), cfg.ServerDir+"/") {
+		t.Errorf("data directory %s not in the server directory %s", c.DataDir(), cfg.ServerDir)
+	}
+	for _, p := range []string{cfg.ServerDir, c.DataDir(), c.LogFile()} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != c.user.uid {
+			t.Errorf("%s belongs to uid %d, want the server user %s (%d)", p, st.Uid, c.user.name, c.user.uid)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s mode %v: readable by others", p, fi.Mode().Perm())
+		}
+	}
+	if os.Geteuid() == 0 && c.user.name != DefaultUser {
+		t.Errorf("server user %s, want %s", c.user.name, DefaultUser)
+	}
+}
+
+// checkRoles: the daemon's URL is a role without privileges that owns
+// database "starpipe"; the admin URL is the superuser.
+func checkRoles(t *testing.T, c *Cluster) {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var user, owner string
+	var super, createRole, createDB bool
+	if err := conn.QueryRow(t.Context(), `SELECT current_user, rolsuper, rolcreaterole, rolcreatedb,
+		(SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database())
+		FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super, &createRole, &createDB, &owner); err != nil {
+		t.Fatal(err)
+	}
+	if user != AppUser || super || createRole || createDB || owner != AppUser {
+		t.Fatalf("daemon role %s: superuser %v, createrole %v, createdb %v, database owner %s; want %s with none, owning the database",
+			user, super, createRole, createDB, owner, AppUser)
+	}
+	if _, err := conn.Exec(t.Context(), "CREATE ROLE sp_should_fail"); err == nil {
+		t.Fatal("the daemon role created a role")
+	}
+	if n := queryInt(t, c.AdminURL(""), "SELECT count(*) FROM pg_roles WHERE rolname = current_user AND rolsuper"); n != 1 {
+		t.Fatal("AdminURL is not a superuser")
+	}
+}
+
+// TestSymlinksRefused: the server's directory belongs to the account that
+// runs the server, which could plant symbolic links in it. Root neither
+// follows nor writes through them.
+func TestSymlinksRefused(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+
+	t.Run("server directory is a link", func(t *testing.T) {
+		state, server := dirs(t)
+		elsewhere := filepath.Join(filepath.Dir(server), "elsewhere")
+		if err := os.Mkdir(elsewhere, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(elsewhere, server); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Start(t.Context(), Config{Dir: state, ServerDir: server, DisableFsync: true})
+		if !errors.Is(err, ErrSymlink) {
+			t.Fatalf("Start: got %v, want ErrSymlink", err)
+		}
+	})
+
+	c := startT(t, cfg)
+	if err := c.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// A crash leaves postmaster.pid; here it is a link to a file the
+	// account must not have removed or read for it.
+	victim := filepath.Join(filepath.Dir(cfg.Dir), "victim")
+	if err := os.WriteFile(victim, []byte(strconv.Itoa(os.Getpid())+"\n"+c.DataDir()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(c.DataDir(), "postmaster.pid")); err != nil {
+		t.Fatal(err)
+	}
+	c2 := startT(t, cfg)
+	if _, err := os.Stat(victim); err != nil {
+		t.Fatalf("link target: %v", err)
+	}
+	if err := c2.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The data directory swapped for a link: refused, not re-initialised.
+	moved := cfg.ServerDir + "/data-moved"
+	if err := os.Rename(c.DataDir(), moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, c.DataDir()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(t.Context(), cfg); !errors.Is(err, ErrSymlink) {
+		t.Fatalf("Start with a linked data directory: got %v, want ErrSymlink", err)
+	}
+	if _, err := os.Stat(filepath.Join(moved, "PG_VERSION")); err != nil {
+		t.Fatalf("the linked data directory was touched: %v", err)
+	}
+}
+
+func TestMissingAccount(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.User = "starpipe-no-such-account"
+	_, err := Start(t.Context(), cfg)
+	want := "run `make deps`"
+	if os.Geteuid() != 0 {
+		want = "needs root"
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Start as missing account: got %v, want an error containing %q", err, want)
+	}
+}
+
+// As root without a server directory, the server's files go to the
+// account's home, one directory per state directory.
+func TestHomeServerDir(t *testing.T) {
+	home := t.TempDir()
+	u := &serverUser{name: "pg", home: home, uid: uint32(os.Geteuid())}
+	a, err := u.homeServerDir("/srv/one/.starpipe/postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := u.homeServerDir("/srv/one/.starpipe/postgres")
+	other, _ := u.homeServerDir("/srv/two/.starpipe/postgres")
+	if a != b || a == other || filepath.Dir(a) != filepath.Join(home, "clusters") {
+		t.Fatalf("homeServerDir: %s, again %s, other state dir %s", a, b, other)
+	}
+	for _, bad := range []string{"", "/", filepath.Join(home, "missing")} {
+		u := &serverUser{name: "pg", home: bad, uid: uint32(os.Geteuid())}
+		if _, err := u.homeServerDir("/x"); err == nil || !strings.Contains(err.Error(), "make deps") {
+			t.Errorf("home %q: got %v, want an error naming make deps", bad, err)
 		}
 	}
 }

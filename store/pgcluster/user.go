@@ -1,13 +1,10 @@
 package pgcluster
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -18,21 +15,25 @@ import (
 // is not root it is the current user and no credential switch happens.
 type serverUser struct {
 	name    string
+	home    string
 	uid     uint32
 	gid     uint32
 	groups  []uint32 // supplementary groups, for the directory access check
 	setCred bool     // run children with this credential (we are root)
 }
 
-// fallbackUser is created when running as root on a machine without a
-// postgres account, because PostgreSQL refuses to run as root.
-const fallbackUser = "starpipe"
+// DefaultUser is the system account the server runs as when starpipe is
+// root (PostgreSQL refuses to run as root). `make deps`
+// (scripts/ensure-deps.sh) creates it, with its home directory
+// /var/lib/starpipe-pg where the server's files then live; starpipe itself
+// never creates accounts.
+const DefaultUser = "starpipe-pg"
 
-// resolveUser decides who runs the server. As root, an explicit name must
-// exist; otherwise the owner of an existing data directory is kept (so a
-// restart never changes owner), then "postgres", then a created "starpipe"
-// system user.
-func resolveUser(ctx context.Context, name, dataDir string, log *slog.Logger) (*serverUser, error) {
+// resolveUser decides who runs the server. Not root: the current user (a
+// name, if given, must be that user). Root: the owner of an existing data
+// directory (so a restart never changes owner), else the named account,
+// else DefaultUser; the account must exist.
+func resolveUser(name, dataDir string) (*serverUser, error) {
 	if os.Geteuid() != 0 {
 		cur, err := user.Current()
 		if err != nil {
@@ -43,46 +44,24 @@ func resolveUser(ctx context.Context, name, dataDir string, log *slog.Logger) (*
 		}
 		return userFrom(cur, false)
 	}
-	if name == "" {
-		if fi, err := os.Stat(dataDir); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+	if dataDir != "" {
+		if fi, err := os.Lstat(dataDir); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && fi.IsDir() {
 				if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil {
 					return userFrom(u, true)
 				}
 			}
 		}
 	}
-	if name != "" {
-		u, err := user.Lookup(name)
-		if err != nil {
-			return nil, fmt.Errorf("looking up server user %q: %w", name, err)
-		}
-		if u.Uid == "0" {
-			return nil, fmt.Errorf("server user %q is root: PostgreSQL refuses to run as root", name)
-		}
-		return userFrom(u, true)
+	if name == "" {
+		name = DefaultUser
 	}
-	if u, err := user.Lookup("postgres"); err == nil {
-		return userFrom(u, true)
-	}
-	if u, err := user.Lookup(fallbackUser); err == nil {
-		return userFrom(u, true)
-	}
-	args := []string{"-r", "-M", "-s", "/usr/sbin/nologin"}
-	// A group of that name may be left from an earlier user; join it
-	// rather than fail.
-	if _, err := user.LookupGroup(fallbackUser); err == nil {
-		args = append(args, "-g", fallbackUser)
-	}
-	out, err := exec.CommandContext(ctx, "useradd", append(args, fallbackUser)...).CombinedOutput()
+	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, fmt.Errorf("creating system user %q to run PostgreSQL (it refuses to run as root and there is no postgres user): %w: %s",
-			fallbackUser, err, out)
+		return nil, fmt.Errorf("PostgreSQL refuses to run as root, so starpipe runs it as the system account %q, which was not found (%v): run `make deps` (scripts/ensure-deps.sh) as root to create it", name, err)
 	}
-	log.Warn("created system user to run PostgreSQL, which refuses to run as root", "user", fallbackUser)
-	u, err := user.Lookup(fallbackUser)
-	if err != nil {
-		return nil, fmt.Errorf("looking up created user %q: %w", fallbackUser, err)
+	if u.Uid == "0" {
+		return nil, fmt.Errorf("server user %q is root: PostgreSQL refuses to run as root", name)
 	}
 	return userFrom(u, true)
 }
@@ -96,7 +75,7 @@ func userFrom(u *user.User, switchCred bool) (*serverUser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing gid of %q: %w", u.Username, err)
 	}
-	su := &serverUser{name: u.Username, uid: uint32(uid), gid: uint32(gid), setCred: switchCred}
+	su := &serverUser{name: u.Username, home: u.HomeDir, uid: uint32(uid), gid: uint32(gid), setCred: switchCred}
 	if ids, err := u.GroupIds(); err == nil {
 		for _, s := range ids {
 			if g, err := strconv.ParseUint(s, 10, 32); err == nil {
@@ -119,13 +98,15 @@ func (u *serverUser) sysProcAttr() *syscall.SysProcAttr {
 	return a
 }
 
-// chown gives path to the server user when we are root.
-func (u *serverUser) chown(path string) error {
+// fchown gives an open file to the server user when we are root. Through
+// the descriptor, so that a symbolic link swapped in after the open cannot
+// redirect it.
+func (u *serverUser) fchown(f *os.File) error {
 	if !u.setCred {
 		return nil
 	}
-	if err := os.Chown(path, int(u.uid), int(u.gid)); err != nil {
-		return fmt.Errorf("giving %s to user %s: %w", path, u.name, err)
+	if err := f.Chown(int(u.uid), int(u.gid)); err != nil {
+		return fmt.Errorf("giving %s to user %s: %w", f.Name(), u.name, err)
 	}
 	return nil
 }
@@ -174,11 +155,24 @@ func (u *serverUser) inGroup(gid uint32) bool {
 	return false
 }
 
-// relocatedBase is where the server's files go when the server user cannot
-// reach the state directory. It is derived from the state directory's path so
-// that every manager of that directory finds the same place, and it is also
-// recorded in the state file.
-func relocatedBase(stateDir string) string {
+// homeServerDir is where the server's files go when starpipe is root and
+// the caller named no directory: in the server account's home, one
+// directory per state directory (named by a hash of its path, so every
+// manager of that state directory finds the same place; cluster.json
+// records it too). The state directory itself then stays 0700: the account
+// never needs to enter it.
+func (u *serverUser) homeServerDir(stateDir string) (string, error) {
+	if u.home == "" || u.home == "/" || !filepath.IsAbs(u.home) {
+		return "", fmt.Errorf("server account %s has no usable home directory (%q) to keep the server's files in: run `make deps` to create the account with one, or set a server directory", u.name, u.home)
+	}
+	fi, err := os.Lstat(u.home)
+	if err != nil {
+		return "", fmt.Errorf("home directory of server account %s: %w (run `make deps` to create it)", u.name, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || st.Uid != u.uid {
+		return "", fmt.Errorf("home directory %s of server account %s is not a directory owned by it (run `make deps`)", u.home, u.name)
+	}
 	sum := sha256.Sum256([]byte(stateDir))
-	return filepath.Join("/var/lib/starpipe/pgcluster", hex.EncodeToString(sum[:8]))
+	return filepath.Join(u.home, "clusters", hex.EncodeToString(sum[:8])), nil
 }
