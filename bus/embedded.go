@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -90,6 +91,14 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, logger *slog.Logger)
 		opts = append(opts, kfake.Ports(cfg.Port))
 	}
 	if cfg.DataDir != "" {
+		// kfake creates its segment and log files 0644 and offers no way to
+		// choose: a private directory keeps them from other local users.
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating broker data directory: %w", err)
+		}
+		if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("making broker data directory private: %w", err)
+		}
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
 	if cfg.SyncWrites {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -490,7 +492,12 @@ func TestOversizedMessageRejected(t *testing.T) {
 
 func TestEmbeddedKeepsDataAcrossRestart(t *testing.T) {
 	ctx := testCtx(t)
-	dir := t.TempDir()
+	// An existing directory open to others is made private: the broker's
+	// files inside are 0644 and hold every message.
+	dir := filepath.Join(t.TempDir(), "kafka")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	start := func() (*Embedded, Config) {
 		e, err := StartEmbedded(ctx, EmbeddedConfig{DataDir: dir, GroupMinSessionTimeout: 500 * time.Millisecond}, testLogger(t))
 		if err != nil {
@@ -500,6 +507,11 @@ func TestEmbeddedKeepsDataAcrossRestart(t *testing.T) {
 	}
 
 	e1, cfg := start()
+	if fi, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("broker data directory mode %v, want 0700", fi.Mode().Perm())
+	}
 	p := NewProducer(cfg, testLogger(t))
 	var sent []Message
 	for i := range 6 {

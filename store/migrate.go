@@ -73,7 +73,10 @@ func newProvider(url string, o migrateOptions) (*goose.Provider, *sql.DB, error)
 	return p, db, nil
 }
 
-// Migrate applies every pending migration.
+// Migrate applies every pending migration. Run as a superuser it then
+// hands the activity log to AuditRole and every other object to the
+// database owner, the daemon's role (see protectActivityLog); run as the
+// daemon's role it only migrates.
 func Migrate(ctx context.Context, url string, opts ...MigrateOption) error {
 	var o migrateOptions
 	for _, opt := range opts {
@@ -87,7 +90,7 @@ func Migrate(ctx context.Context, url string, opts ...MigrateOption) error {
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("applying migrations: %w", err)
 	}
-	return nil
+	return protectActivityLog(ctx, db, o.log)
 }
 
 // MigrateDown rolls back applied migrations newer than toVersion; 0 undoes

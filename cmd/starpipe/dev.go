@@ -72,9 +72,14 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	// 0711: the unprivileged PostgreSQL user must traverse it to reach its data.
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	// Private: it holds the master key, tokens and database passwords. The
+	// PostgreSQL account (when root) keeps its data in its own home and
+	// never enters it; a directory left 0711 by an older version is closed.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("make state directory private: %w", err)
 	}
 	unlock, err := lockStateDir(dir)
 	if err != nil {
@@ -95,6 +100,12 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 		}
 	}()
 	log.Info("private PostgreSQL running", "url", redactURL(pg.URL()))
+	// Migrate as the superuser, which hands every table to the daemon's
+	// role except the activity log (see store.Migrate); the daemon then
+	// connects as that role and finds nothing left to migrate.
+	if err := store.Migrate(ctx, pg.AdminURL(""), store.MigrateLogger(log)); err != nil {
+		return fmt.Errorf("migrate database: %w", err)
+	}
 
 	emb, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{
 		DataDir:    filepath.Join(dir, "kafka"),

@@ -40,6 +40,9 @@ func newTestDBCmd() *cobra.Command {
 		Short: "Start the test server and print its URL",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// As root the server's files go to the server account's home
+			// (see pgcluster.Config.ServerDir): a clone under /root could
+			// not hold them.
 			c, err := pgcluster.Start(cmd.Context(), pgcluster.Config{Dir: dir, DisableFsync: true, Logger: logger(cmd)})
 			if err != nil {
 				return fmt.Errorf("starting test PostgreSQL: %w", err)
@@ -47,7 +50,8 @@ func newTestDBCmd() *cobra.Command {
 			// Leave the server running for the tests and free the directory
 			// for `testdb stop`.
 			c.Detach()
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), c.URL())
+			// The tests create a database each: the superuser's URL.
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), c.AdminURL(""))
 			return err
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -376,16 +377,18 @@ func TestCorpusFile(t *testing.T) {
 func TestPostgresRestartMidIngest(t *testing.T) {
 	ctx := t.Context()
 	// A server of its own: storetest's is shared by every test.
-	dir, err := os.MkdirTemp("", "starpipe-pgrestart-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil { // the server user must reach it
-		t.Fatal(err)
+	// As root the server runs as pgcluster.DefaultUser, which must reach
+	// its directory: open the test's own temporary directories to search.
+	dir := t.TempDir()
+	if os.Geteuid() == 0 {
+		for _, p := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(p, 0o711); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	start := func(port int) *pgcluster.Cluster {
-		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Port: port, DisableFsync: true})
+		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "state"), ServerDir: filepath.Join(dir, "server"), Port: port, DisableFsync: true})
 		if err != nil {
 			t.Fatalf("starting PostgreSQL: %v", err)
 		}

@@ -210,6 +210,14 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		d.Close()
 	}
 	major := dataMajor(c.dataDir)
+	if major != 0 && st.DataDir == "" && !fileExists(filepath.Join(dir, "password")) {
+		// The state directory was deleted (rm -rf .starpipe) but the
+		// server's files in the account's home were not: without the
+		// password they are unusable, and starting afresh is what deleting
+		// the state asked for.
+		log.Warn("discarding the server files of a deleted state directory", "data_dir", c.dataDir)
+		major = 0
+	}
 	if c.bins, err = findBinaries(ctx, cfg.BinDir, major); err != nil {
 		return nil, err
 	}
@@ -768,6 +776,11 @@ func readPassword(dir, name string) (string, error) {
 		return "", fmt.Errorf("reading the superuser password of the existing cluster (remove %s to start afresh): %w", dir, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 func newSecret() (string, error) {

@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,19 +160,22 @@ func serverURL(t testing.TB) string {
 }
 
 func startPrivate() (string, error) {
+	// One temporary directory per test process, removed in teardown: the
+	// state directory and the server's files both go inside it.
 	dir, err := os.MkdirTemp("", "starpipe-storetest-")
 	if err != nil {
 		return "", fmt.Errorf("creating state directory: %w", err)
 	}
-	// MkdirTemp makes it 0700; when root, the server runs as another user
-	// that must be able to enter it.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return "", fmt.Errorf("opening state directory to the server user: %w", err)
+	// MkdirTemp makes it 0700; when root, the server runs as DefaultUser,
+	// which must be able to pass through it to its own directory.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return "", fmt.Errorf("opening the temporary directory to the server user: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := pgcluster.Start(ctx, pgcluster.Config{
-		Dir:          dir,
+		Dir:          filepath.Join(dir, "state"),
+		ServerDir:    filepath.Join(dir, "server"),
 		DisableFsync: true,
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
@@ -180,7 +184,8 @@ func startPrivate() (string, error) {
 		return "", err
 	}
 	cluster, clusterDir = c, dir
-	return c.URL(), nil
+	// Tests create databases: the superuser's URL.
+	return c.AdminURL(""), nil
 }
 
 // template creates and migrates this process's template database once. The
