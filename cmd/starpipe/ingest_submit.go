@@ -204,7 +204,12 @@ func newDirectSubmitter(ctx context.Context, cfgFile string) (*directSubmitter, 
 	}
 	d := &directSubmitter{st: st, in: pipeline.NewIntake(st, cfg.Ingest.MaxBytes, "", nil)}
 	if len(cfg.Kafka.Brokers) > 0 {
-		d.prod = bus.NewProducer(busConfig(cfg), slog.New(slog.DiscardHandler))
+		bcfg, err := busConfig(cfg)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		d.prod = bus.NewProducer(bcfg, slog.New(slog.DiscardHandler))
 		d.rel = relay.New(st, d.prod, nil)
 	}
 	return d, nil
