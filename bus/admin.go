@@ -16,11 +16,17 @@ const adminTimeout = 10 * time.Second
 // newTransport returns a private transport. Sharing kafka.DefaultTransport
 // would share its metadata cache (stale for 6 s after a topic is created)
 // and leave its goroutines running after our clients close.
-func newTransport(cfg Config) *kafka.Transport {
+func newTransport(cfg Config) (*kafka.Transport, error) {
+	mech, err := cfg.SASL.mechanism()
+	if err != nil {
+		return nil, fmt.Errorf("bus: %w", err)
+	}
 	return &kafka.Transport{
 		ClientID:    cfg.ClientID,
 		DialTimeout: 5 * time.Second,
-	}
+		TLS:         cfg.TLS,
+		SASL:        mech,
+	}, nil
 }
 
 // EnsureTopics creates every starpipe topic that does not exist yet, with
@@ -34,7 +40,10 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	tr := newTransport(cfg)
+	tr, err := newTransport(cfg)
+	if err != nil {
+		return err
+	}
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: adminTimeout}
 
@@ -48,7 +57,7 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 	}
 	resp, err := cl.CreateTopics(ctx, req)
 	if err != nil {
-		return fmt.Errorf("bus: creating topics: %w", err)
+		return fmt.Errorf("bus: creating topics: %w", explainAuth(ctx, cfg, err))
 	}
 	var errs []error
 	for _, t := range Topics() {
@@ -77,14 +86,17 @@ func Ping(ctx context.Context, cfg Config) error {
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	tr := newTransport(cfg)
+	tr, err := newTransport(cfg)
+	if err != nil {
+		return err
+	}
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}
 	// An empty topic list would ask for every topic; asking for one we own
 	// keeps the response small on a busy cluster.
 	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{TopicScanResults}})
 	if err != nil {
-		return fmt.Errorf("bus: ping %v: %w", cfg.Brokers, err)
+		return fmt.Errorf("bus: ping %v: %w", cfg.Brokers, explainAuth(ctx, cfg, err))
 	}
 	if len(md.Brokers) == 0 {
 		return fmt.Errorf("bus: ping %v: metadata lists no brokers", cfg.Brokers)

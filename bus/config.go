@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -79,6 +80,12 @@ type Config struct {
 	// fetch deadline, and below ~500 ms the reader can stall in i/o
 	// timeouts under load, so Validate rejects smaller values.
 	MaxWait time.Duration
+	// TLS, when set, encrypts every broker connection with it (built from
+	// file configuration by internal/tlsconfig). Nil is plaintext.
+	TLS *tls.Config
+	// SASL authenticates every broker connection; the zero value does
+	// not.
+	SASL SASL
 	// Metrics, if set, receives the producer and consumer counters. It is
 	// wiring, not file configuration.
 	Metrics *Metrics
@@ -147,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxWait < DefaultMaxWait {
 		errs = append(errs, fmt.Errorf("max_wait: %s, must be at least %s (shorter fetch deadlines stall kafka-go's reader)", c.MaxWait, DefaultMaxWait))
+	}
+	if _, err := c.SASL.mechanism(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("bus config: %w", errors.Join(errs...))

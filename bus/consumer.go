@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 )
 
 // Consumer reads one topic as a member of a consumer group and commits
@@ -25,6 +26,14 @@ type Consumer struct {
 	metrics *Metrics
 	r       *kafka.Reader
 	err     error // set when cfg was invalid; r is nil then
+
+	// authFailed is cancelled (with the failure as cause) when the reader
+	// logs that the broker refused the SASL credentials, then replaced:
+	// kafka-go only logs that and retries, so without it Fetch would wait
+	// for ever with no error to show.
+	authMu     sync.Mutex
+	authCtx    context.Context
+	authCancel context.CancelCauseFunc
 
 	closing   atomic.Bool // set before closing the reader, to quiet its shutdown errors
 	closeOnce sync.Once
@@ -46,15 +55,23 @@ func NewConsumer(cfg Config, group, topic string, logger *slog.Logger) *Consumer
 	if err == nil && (group == "" || topic == "") {
 		err = errors.New("bus: consumer needs a group and a topic")
 	}
+	var mech sasl.Mechanism
+	if err == nil {
+		mech, err = cfg.SASL.mechanism()
+	}
 	if err != nil {
 		c.err = err
 		return c
 	}
+	c.authCtx, c.authCancel = context.WithCancelCause(context.Background())
 	c.r = kafka.NewReader(kafka.ReaderConfig{
 		Brokers: cfg.Brokers,
 		GroupID: group,
 		Topic:   topic,
-		Dialer:  &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true},
+		Dialer: &kafka.Dialer{
+			ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true,
+			TLS: cfg.TLS, SASLMechanism: mech,
+		},
 		// MinBytes 1 returns as soon as anything is there; MaxWait bounds
 		// the wait (and is kafka-go's fetch deadline, hence ≥ 500 ms).
 		MinBytes: 1,
@@ -84,11 +101,23 @@ func NewConsumer(cfg Config, group, topic string, logger *slog.Logger) *Consumer
 			case strings.Contains(detail, "Rebalance In Progress"):
 				// A member joined or left; the reader rejoins by itself.
 				level = slog.LevelInfo
+			case strings.Contains(detail, kafka.SASLAuthenticationFailed.Title()):
+				c.failAuth(&authError{sasl: cfg.SASL, err: errors.New(detail)})
 			}
 			log.Log(context.Background(), level, "kafka reader error", "detail", detail)
 		}),
 	})
 	return c
+}
+
+// failAuth ends the Fetch calls in progress with err and arms a fresh
+// signal for later ones: credentials fixed on the broker side start
+// working again without a restart.
+func (c *Consumer) failAuth(err error) {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
+	c.authCancel(err)
+	c.authCtx, c.authCancel = context.WithCancelCause(context.Background())
 }
 
 // Group returns the consumer group id.
@@ -103,10 +132,20 @@ func (c *Consumer) Fetch(ctx context.Context) (Message, error) {
 	if c.err != nil {
 		return Message{}, c.err
 	}
-	km, err := c.r.FetchMessage(ctx)
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	c.authMu.Lock()
+	authCtx := c.authCtx
+	c.authMu.Unlock()
+	stop := context.AfterFunc(authCtx, func() { cancel(context.Cause(authCtx)) })
+	defer stop()
+	km, err := c.r.FetchMessage(fctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return Message{}, ctx.Err()
+		}
+		if cause := context.Cause(fctx); cause != nil && errors.Is(cause, ErrAuthentication) {
+			return Message{}, fmt.Errorf("bus: fetch from %s: %w", c.topic, cause)
 		}
 		return Message{}, fmt.Errorf("bus: fetch from %s: %w", c.topic, err)
 	}

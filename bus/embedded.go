@@ -2,10 +2,14 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -19,8 +23,22 @@ type EmbeddedConfig struct {
 	// DataDir keeps topics, records and committed offsets across restarts.
 	// Empty keeps everything in memory (tests).
 	DataDir string
-	// Port to listen on at 127.0.0.1; 0 picks a free port.
+	// Port to listen on at 127.0.0.1; 0 picks a free port. Listen, when
+	// set, wins.
 	Port int
+	// Listen is the host:port to bind (e.g. "0.0.0.0:9092" for a broker
+	// other machines use); port 0 picks a free one.
+	Listen string
+	// Advertise is the host, or host:port, that clients are told to
+	// connect to in metadata responses. Required when Listen binds every
+	// interface; defaults to the bound address otherwise.
+	Advertise string
+	// TLS, when set, makes the listener speak TLS only.
+	TLS *tls.Config
+	// Users, when not empty, turns on SASL: each user name maps to its
+	// password and may authenticate with PLAIN, SCRAM-SHA-256 or
+	// SCRAM-SHA-512. Every user may do everything: the broker has no ACLs.
+	Users map[string]string
 	// Partitions for the starpipe topics when they are first created.
 	// Default 6.
 	Partitions int
@@ -87,17 +105,33 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, logger *slog.Logger)
 			"log.retention.ms": strconv.FormatInt(cfg.Retention.Milliseconds(), 10),
 		}),
 	}
-	if cfg.Port != 0 {
+	switch {
+	case cfg.Listen != "":
+		fn, err := listenFn(cfg.Listen, cfg.Advertise)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kfake.ListenFn(fn))
+	case cfg.Port != 0:
 		opts = append(opts, kfake.Ports(cfg.Port))
 	}
-	if cfg.DataDir != "" {
-		// kfake creates its segment and log files 0644 and offers no way to
-		// choose: a private directory keeps them from other local users.
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("creating broker data directory: %w", err)
+	if cfg.TLS != nil {
+		opts = append(opts, kfake.TLS(cfg.TLS))
+	}
+	if len(cfg.Users) > 0 {
+		opts = append(opts, kfake.EnableSASL())
+		for user, pass := range cfg.Users {
+			if user == "" || pass == "" {
+				return nil, errors.New("bus: embedded broker: every SASL user needs a name and a password")
+			}
+			for _, m := range []string{SASLPlain, SASLScramSHA256, SASLScramSHA512} {
+				opts = append(opts, kfake.Superuser(m, user, pass))
+			}
 		}
-		if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("making broker data directory private: %w", err)
+	}
+	if cfg.DataDir != "" {
+		if err := privateDir(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("bus: embedded broker data directory: %w", err)
 		}
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
@@ -127,8 +161,75 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, logger *slog.Logger)
 		stop:    make(chan struct{}),
 	}
 	e.wg.Go(func() { e.retain(cfg.RetentionInterval) })
-	log.Info("embedded broker started", "addrs", e.addrs, "data_dir", cfg.DataDir, "retention", cfg.Retention)
+	log.Info("embedded broker started", "addrs", e.addrs, "data_dir", cfg.DataDir, "retention", cfg.Retention,
+		"tls", cfg.TLS != nil, "sasl_users", len(cfg.Users))
 	return e, nil
+}
+
+// listenFn binds listen and, when advertise is set or listen is a wildcard,
+// reports advertise as the listener's address: kfake advertises whatever
+// its listener's Addr says, and 0.0.0.0 is no address a client can use.
+func listenFn(listen, advertise string) (func(network, address string) (net.Listener, error), error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("bus: embedded broker listen address %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); (host == "" || (ip != nil && ip.IsUnspecified())) && advertise == "" {
+		return nil, fmt.Errorf("bus: embedded broker listens on every interface (%s): name the address clients should use (advertise)", listen)
+	}
+	advHost, advPort := advertise, ""
+	if h, p, err := net.SplitHostPort(advertise); err == nil {
+		advHost, advPort = h, p
+	}
+	return func(network, _ string) (net.Listener, error) {
+		ln, err := net.Listen(network, listen)
+		if err != nil {
+			return nil, err
+		}
+		if advHost == "" {
+			return ln, nil
+		}
+		port := advPort
+		if port == "" {
+			_, port, _ = net.SplitHostPort(ln.Addr().String())
+		}
+		return advertisedListener{Listener: ln, addr: advertisedAddr(net.JoinHostPort(advHost, port))}, nil
+	}, nil
+}
+
+type advertisedListener struct {
+	net.Listener
+	addr advertisedAddr
+}
+
+func (l advertisedListener) Addr() net.Addr { return l.addr }
+
+type advertisedAddr string
+
+func (advertisedAddr) Network() string  { return "tcp" }
+func (a advertisedAddr) String() string { return string(a) }
+
+// privateDir creates dir as 0700, or tightens it to 0700 with every file
+// in it 0600: kfake writes its segments world-readable (0644 in 0755
+// directories), and they hold every finding. A directory only its owner
+// can enter keeps what kfake writes later private too.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			return nil // never follow or chmod through a link
+		case d.IsDir():
+			return os.Chmod(path, 0o700)
+		default:
+			return os.Chmod(path, 0o600)
+		}
+	})
 }
 
 // retain enforces retention on a timer: kfake does not do it on its own

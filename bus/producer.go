@@ -154,10 +154,17 @@ func NewProducer(cfg Config, logger *slog.Logger) *Producer {
 	}
 	log := logger.With("component", "bus.producer")
 	comp, _ := parseCompression(cfg.Compression) // checked by Validate below
-	tr := newTransport(cfg)
+	cfgErr := cfg.Validate()
+	tr, err := newTransport(cfg)
+	if err != nil {
+		// Validate reports the same SASL problem; keep a usable transport
+		// so that Close works.
+		cfgErr = errors.Join(cfgErr, err)
+		tr = &kafka.Transport{}
+	}
 	p := &Producer{
 		cfg:     cfg,
-		cfgErr:  cfg.Validate(),
+		cfgErr:  cfgErr,
 		log:     log,
 		tr:      tr,
 		metrics: cfg.Metrics,
@@ -217,7 +224,7 @@ func (p *Producer) Publish(ctx context.Context, topic string, msgs ...Message) e
 		if we, ok := errors.AsType[kafka.WriteErrors](err); ok {
 			return &PublishError{Topic: topic, Errs: []error(we)}
 		}
-		return fmt.Errorf("bus: publish %d messages to %s: %w", len(msgs), topic, err)
+		return fmt.Errorf("bus: publish %d messages to %s: %w", len(msgs), topic, explainAuth(ctx, p.cfg, err))
 	}
 	p.metrics.addProduced(topic, len(msgs), total)
 	return nil

@@ -21,6 +21,7 @@ import (
 type Config struct {
 	StateDir        string          `yaml:"state_dir"`
 	Listen          string          `yaml:"listen"`
+	HTTP            HTTPConfig      `yaml:"http"`
 	ShutdownTimeout time.Duration   `yaml:"shutdown_timeout"`
 	Log             LogConfig       `yaml:"log"`
 	Database        DatabaseConfig  `yaml:"database"`
@@ -52,6 +53,9 @@ type KafkaConfig struct {
 	ReplicationFactor int      `yaml:"replication_factor"`
 	ClientID          string   `yaml:"client_id"`
 	Compression       string   `yaml:"compression"`
+	// TLS and SASL secure the broker connections (security.go).
+	TLS  KafkaTLSConfig  `yaml:"tls"`
+	SASL KafkaSASLConfig `yaml:"sasl"`
 }
 
 // MappingConfig selects the CCM rules.
@@ -102,6 +106,7 @@ func Default() Config {
 	return Config{
 		StateDir:        ".starpipe",
 		Listen:          "127.0.0.1:8080",
+		HTTP:            DefaultHTTP(),
 		ShutdownTimeout: 10 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Database:        DatabaseConfig{MaxConns: 10},
@@ -176,6 +181,7 @@ func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
 	if v, ok := lookup("STARPIPE_KAFKA_BROKERS"); ok && v != "" {
 		c.Kafka.Brokers = splitList(v)
 	}
+	c.applySecurityEnv(lookup)
 	if v, ok := lookup("STARPIPE_ROLES"); ok && v != "" {
 		c.Roles = splitList(v)
 	}
@@ -235,6 +241,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("kafka.compression", "%q is not one of none, gzip, snappy, lz4, zstd", c.Kafka.Compression)
 	}
+	errs = append(errs, c.validateSecurity()...)
 	switch c.Mapping.CCMVersion {
 	case "4.0.13", "4.1":
 	default:

@@ -30,6 +30,8 @@ type ingestFlags struct {
 	// Storing modes.
 	server   string
 	token    string
+	insecure bool
+	caFile   string
 	wait     bool
 	timeout  time.Duration
 	schedule string
@@ -50,7 +52,8 @@ standard output, preceded by one line per finding and asset with
 --print-findings. The exit status is 1 when any file could not be parsed.
 
 Without --dry-run each file becomes a scan run: with --server it is uploaded
-to a running daemon (POST /v1/runs, token from --token or STARPIPE_TOKEN);
+to a running daemon (POST /v1/runs, token from --token or STARPIPE_TOKEN;
+plain http only to a loopback address unless --insecure);
 without it, it is stored straight into the configured database and queued
 for the configured brokers. Either way the run id is printed; --wait waits
 for the run to finish and prints its summary. --scope is required.`,
@@ -72,6 +75,8 @@ for the run to finish and prints its summary. --scope is required.`,
 	f.StringVar(&fl.mapping, "mapping", "", "mapping rules file (default: the built-in rules)")
 	f.StringVar(&fl.server, "server", "", "daemon URL to upload to, e.g. http://127.0.0.1:8080")
 	f.StringVar(&fl.token, "token", "", "API token for --server (default: $STARPIPE_TOKEN)")
+	f.BoolVar(&fl.insecure, "insecure", false, "allow --server over plain http to a host that is not loopback (the token travels in clear)")
+	f.StringVar(&fl.caFile, "ca-file", "", "PEM CA that signed the daemon's certificate, for an https --server with a private CA")
 	f.BoolVar(&fl.wait, "wait", false, "wait for each run to finish and print its summary")
 	f.DurationVar(&fl.timeout, "timeout", 10*time.Minute, "how long --wait waits for one run")
 	f.StringVar(&fl.schedule, "schedule", "", "schedule the run belongs to (optional)")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/internal/tlsconfig"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/store"
 )
@@ -36,7 +38,11 @@ func runSubmit(cmd *cobra.Command, files []string, fl ingestFlags) error {
 		if tok == "" {
 			return errors.New("--server needs --token or STARPIPE_TOKEN")
 		}
-		sub = &httpSubmitter{base: strings.TrimRight(fl.server, "/"), token: tok, client: &http.Client{Timeout: 0}}
+		hs, err := newHTTPSubmitter(fl.server, tok, fl.insecure, fl.caFile)
+		if err != nil {
+			return err
+		}
+		sub = hs
 	} else {
 		d, err := newDirectSubmitter(cmd.Context(), fl.cfgFile)
 		if err != nil {
@@ -117,6 +123,81 @@ func waitRun(ctx context.Context, sub submitter, id string) ([]byte, string, err
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// newHTTPSubmitter checks where the token would go before anything is
+// sent: plain http only to a loopback host, unless insecure. caFile, when
+// set, is the CA that signed the daemon's certificate (http.tls).
+func newHTTPSubmitter(server, token string, insecure bool, caFile string) (*httpSubmitter, error) {
+	base, err := checkServerURL(server, insecure)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		tc, err := tlsconfig.Client(tlsconfig.ClientOptions{CAFile: caFile})
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		tr.TLSClientConfig = tc
+	}
+	client := &http.Client{
+		Transport: tr,
+		// No overall timeout: an upload of several GB takes its time;
+		// the context and the server's body read timeout bound stalls.
+		Timeout: 0,
+		// A redirect must not carry the token somewhere --server would
+		// have been refused for.
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			if _, err := checkServerURL(req.URL.String(), insecure); err != nil {
+				return fmt.Errorf("redirect to %s: %w", req.URL.Redacted(), err)
+			}
+			return nil
+		},
+	}
+	return &httpSubmitter{base: base, token: token, client: client}, nil
+}
+
+// checkServerURL validates --server and returns it without a trailing
+// slash. The token is a bearer credential: over plain http anyone on the
+// path can read it and act as its owner, so http is accepted only for
+// loopback hosts unless insecure says the network is trusted.
+func checkServerURL(raw string, insecure bool) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("--server %q: %w", raw, err)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return "", fmt.Errorf("--server %q: want a URL such as https://starpipe.example.com or http://127.0.0.1:8080", raw)
+	}
+	if u.User != nil {
+		return "", fmt.Errorf("--server %s: credentials belong in --token or STARPIPE_TOKEN, not in the URL", u.Redacted())
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !insecure && !isLoopbackHost(u.Hostname()) {
+			return "", fmt.Errorf("--server %s: refusing to send the API token over plain http to %s, which is not a loopback address; "+
+				"use https:// (the daemon's http.tls), or --insecure if the network between here and there is trusted", u.Redacted(), u.Hostname())
+		}
+	default:
+		return "", fmt.Errorf("--server %s: scheme %q, want https or http", u.Redacted(), u.Scheme)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// isLoopbackHost reports whether host names this machine without a DNS
+// lookup: localhost or a loopback IP. A name that merely resolves to
+// 127.0.0.1 today is not trusted; DNS can change its answer.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 type httpSubmitter struct {
@@ -204,7 +285,12 @@ func newDirectSubmitter(ctx context.Context, cfgFile string) (*directSubmitter, 
 	}
 	d := &directSubmitter{st: st, in: pipeline.NewIntake(st, cfg.Ingest.MaxBytes, "", nil)}
 	if len(cfg.Kafka.Brokers) > 0 {
-		d.prod = bus.NewProducer(busConfig(cfg), slog.New(slog.DiscardHandler))
+		bcfg, err := busConfig(cfg)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		d.prod = bus.NewProducer(bcfg, slog.New(slog.DiscardHandler))
 		d.rel = relay.New(st, d.prod, nil)
 	}
 	return d, nil

@@ -26,6 +26,7 @@ import (
 	"github.com/starpipe/starpipe/credentials"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/internal/busconfig"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/scan/worker"
@@ -87,15 +88,10 @@ func newMigrateCmd() *cobra.Command {
 	return cmd
 }
 
-// busConfig turns the daemon configuration into the bus package's.
-func busConfig(cfg config.Config) bus.Config {
-	return bus.Config{
-		Brokers:           cfg.Kafka.Brokers,
-		Partitions:        cfg.Kafka.Partitions,
-		ReplicationFactor: cfg.Kafka.ReplicationFactor,
-		ClientID:          cfg.Kafka.ClientID,
-		Compression:       cfg.Kafka.Compression,
-	}.WithDefaults()
+// busConfig turns the daemon configuration into the bus package's,
+// reading the kafka.tls files and the SASL password file.
+func busConfig(cfg config.Config) (bus.Config, error) {
+	return busconfig.FromConfig(cfg.Kafka)
 }
 
 // hooks let `dev` add work to the daemon's lifetime (the demo target, the
@@ -158,7 +154,10 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 		return float64(n)
 	}))
 
-	bcfg := busConfig(cfg)
+	bcfg, err := busConfig(cfg)
+	if err != nil {
+		return err
+	}
 	var shuttingDown atomic.Bool
 	ready := func(ctx context.Context) error {
 		if shuttingDown.Load() {
