@@ -119,7 +119,7 @@ func scan(ctx context.Context, log *slog.Logger, job scanexec.Job, out io.Writer
 		if err != nil {
 			return err
 		}
-		log.Info("nuclei scan finished", "targets", st.Targets, "results", st.Results)
+		log.Info("nuclei scan finished", "targets", st.Targets, "templates", st.Templates, "results", st.Results)
 		return nil
 	case scanexec.KindAmass:
 		st, err := amassengine.Run(ctx, *job.Amass, out)

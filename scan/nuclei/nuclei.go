@@ -85,6 +85,8 @@ type Stats struct {
 	Results int
 	// Targets is the number of distinct targets scanned.
 	Targets int
+	// Templates is the number of templates and workflows loaded.
+	Templates int
 }
 
 // Errors returned by Check (and so before a scan starts).

@@ -296,6 +296,11 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 	if len(dirs) == 0 {
 		dirs = w.opt.Templates
 	}
+	// Relative to the daemon's working directory, not the scanner's.
+	dirs = slices.Clone(dirs)
+	for i := range dirs {
+		dirs[i] = absLocal(dirs[i])
+	}
 	for _, t := range targets {
 		if err := probe(ctx, t.url, sp.Amass.Resolvers); err != nil {
 			if t.discovered {
@@ -500,9 +505,10 @@ func normaliseTargets(in []string) []string {
 	return out
 }
 
-// absLocal makes a local repository path absolute, so that its scope names
+// absLocal makes a local path absolute: a repository's scope then names
 // the repository rather than "." or a path relative to wherever the daemon
-// was started.
+// was started, and the scanner, which runs in a directory of its own,
+// finds the path the schedule meant.
 func absLocal(repo string) string {
 	if strings.Contains(repo, "://") || filepath.IsAbs(repo) {
 		return repo

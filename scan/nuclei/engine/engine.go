@@ -89,6 +89,7 @@ func Run(ctx context.Context, cfg nuclei.Config, out io.Writer) (nuclei.Stats, e
 	}
 	engine.LoadTargets(targets, false)
 	st.Targets = len(targets)
+	st.Templates = len(engine.GetTemplates()) + len(engine.GetWorkflows())
 
 	var (
 		mu       sync.Mutex
