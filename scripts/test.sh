@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=bin/starpipe
+# Tests that scan run this scanner (built by `make build`) in a child
+# process; without it each test process builds one with `go build`.
+if [ -z "${STARPIPE_SCANNER_BIN:-}" ] && [ -x bin/starpipe-scanner ]; then
+	export STARPIPE_SCANNER_BIN="$PWD/bin/starpipe-scanner"
+fi
 TESTDB_DIR=${TESTDB_DIR:-$PWD/.starpipe-test/postgres}
 
 if [ -z "${STARPIPE_TEST_DATABASE_URL:-}" ]; then
