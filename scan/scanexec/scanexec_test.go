@@ -274,11 +274,18 @@ func TestStopKillsTheGroup(t *testing.T) {
 				}
 			}
 			m := regexp.MustCompile(`helper pid (\d+)`).FindStringSubmatch(stderr.String())
-			if m == nil {
-				t.Fatalf("the scanner never reported its helper: %v", err)
+			switch {
+			case m != nil:
+				pid, _ := strconv.Atoi(m[1])
+				waitGone(t, pid)
+			case how == "cancel":
+				t.Fatalf("cancelled before the helper ran: %v", err)
+			default:
+				// The time limit came before the scanner got as far as
+				// starting its helper (a loaded machine): the cancel case
+				// checks the group.
+				t.Logf("timed out before the helper started: %v", err)
 			}
-			pid, _ := strconv.Atoi(m[1])
-			waitGone(t, pid)
 		})
 	}
 }
