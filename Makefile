@@ -3,6 +3,7 @@
 
 GO       ?= go
 BIN      := bin/starpipe
+SCANNER  := bin/starpipe-scanner
 STATE    ?= .starpipe
 LISTEN   ?= 127.0.0.1:8080
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -24,21 +25,24 @@ all: lint test
 deps:
 	@./scripts/ensure-deps.sh
 
+# The daemon and the scanner program it starts for every scan (the only
+# program that links nuclei and amass); the daemon finds it next to itself.
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/starpipe
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(SCANNER) ./cmd/starpipe-scanner
 
 # The daemon with its private PostgreSQL and embedded broker; state (and so
 # data) lives in $(STATE) and survives restarts. Ctrl-C stops everything.
 run: deps build
-	STARPIPE_SCAN_HOME=$(abspath $(STATE))/scan-home ./$(BIN) dev --state $(STATE) --listen $(LISTEN)
+	./$(BIN) dev --state $(STATE) --listen $(LISTEN)
 
 # Starts a private PostgreSQL unless STARPIPE_TEST_DATABASE_URL points at one,
 # runs every test, and stops the cluster again.
 test: deps build
-	./scripts/test.sh
+	STARPIPE_SCANNER_BIN=$(abspath $(SCANNER)) ./scripts/test.sh
 
 bench: build
-	BENCHTIME=$(BENCHTIME) ./scripts/bench.sh
+	STARPIPE_SCANNER_BIN=$(abspath $(SCANNER)) BENCHTIME=$(BENCHTIME) ./scripts/bench.sh
 
 lint:
 	@./scripts/check-file-sizes.sh

@@ -31,6 +31,7 @@ type Config struct {
 	Scoring         ScoringConfig   `yaml:"scoring"`
 	Vault           VaultConfig     `yaml:"vault"`
 	Scheduler       SchedulerConfig `yaml:"scheduler"`
+	Scan            ScanConfig      `yaml:"scan"`
 	Roles           []string        `yaml:"roles"`
 }
 
@@ -91,6 +92,14 @@ type VaultConfig struct {
 type SchedulerConfig struct {
 	Enabled       bool   `yaml:"enabled"`
 	SchedulesFile string `yaml:"schedules_file"` // applied at start when set
+}
+
+// ScanConfig configures how the worker runs scanners.
+type ScanConfig struct {
+	// ScannerPath is the starpipe-scanner binary the worker starts for
+	// every scan: a path, or a name looked up in PATH. Empty: the one next
+	// to the starpipe executable, then the one in PATH.
+	ScannerPath string `yaml:"scanner_path"`
 }
 
 // Roles a process can run; `serve` runs all of them by default.
@@ -178,6 +187,7 @@ func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
 	str("STARPIPE_CCM_VERSION", &c.Mapping.CCMVersion)
 	str("STARPIPE_VAULT_KEY_FILE", &c.Vault.KeyFile)
 	str("STARPIPE_SCHEDULES_FILE", &c.Scheduler.SchedulesFile)
+	str("STARPIPE_SCANNER_PATH", &c.Scan.ScannerPath)
 	if v, ok := lookup("STARPIPE_KAFKA_BROKERS"); ok && v != "" {
 		c.Kafka.Brokers = splitList(v)
 	}

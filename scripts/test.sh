@@ -19,6 +19,11 @@ if [ ! -f "$STARPIPE_CORPUS/MANIFEST.csv" ]; then
 	fi
 	echo "==> no shared scanner corpus at $STARPIPE_CORPUS: the tests that read it are skipped (set STARPIPE_CORPUS)" >&2
 fi
+# Tests that scan run this scanner (built by `make build`) in a child
+# process; without it each test process builds one with `go build`.
+if [ -z "${STARPIPE_SCANNER_BIN:-}" ] && [ -x bin/starpipe-scanner ]; then
+	export STARPIPE_SCANNER_BIN="$PWD/bin/starpipe-scanner"
+fi
 TESTDB_DIR=${TESTDB_DIR:-$PWD/.starpipe-test/postgres}
 
 if [ -z "${STARPIPE_TEST_DATABASE_URL:-}" ]; then

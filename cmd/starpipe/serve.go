@@ -29,6 +29,7 @@ import (
 	"github.com/starpipe/starpipe/internal/busconfig"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
+	"github.com/starpipe/starpipe/scan/scanexec"
 	"github.com/starpipe/starpipe/scan/worker"
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
@@ -273,9 +274,15 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 		if err != nil {
 			return err
 		}
+		if _, err := scanexec.Locate(cfg.Scan.ScannerPath); err != nil {
+			// Ingestion and the API work without it; every scan fails
+			// with this error until the scanner is installed.
+			log.Warn("scans will fail: no scanner", "err", err)
+		}
 		wk := worker.New(worker.Options{
 			Submitter: intake, Credentials: creds, Ledger: st,
 			StateDir: filepath.Join(cfg.StateDir, "scan"), Templates: []string{templates}, Logger: log,
+			ScannerPath: cfg.Scan.ScannerPath,
 		})
 		g.Go(func() error {
 			if err := waitTopics(gctx, bcfg); err != nil {

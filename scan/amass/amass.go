@@ -15,30 +15,20 @@
 // StateDir/run-XXXX and removes it afterwards. Every enumeration ends with
 // an idle period of about ten seconds after the last DNS answer: that is
 // how amass's pipeline notices it is done.
+//
+// This package describes an enumeration and imports nothing of amass; the
+// engine that links the library is scan/amass/engine, which only
+// cmd/starpipe-scanner imports (the worker runs it in that child process
+// through scan/scanexec).
 package amass
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/caffix/netmap"
-	"github.com/caffix/service"
-	"github.com/owasp-amass/amass/v4/datasrcs/scripting"
-	"github.com/owasp-amass/amass/v4/enum"
-	"github.com/owasp-amass/amass/v4/resources"
-	"github.com/owasp-amass/config/config"
-	oam "github.com/owasp-amass/open-asset-model"
-	"github.com/owasp-amass/open-asset-model/domain"
 )
 
 // DefaultQPS is the queries per second per resolver when Config.QPS is zero.
@@ -58,7 +48,7 @@ type Config struct {
 	Wordlist []string
 	// Passive asks for passive-only enumeration (data sources, no DNS).
 	// starpipe enables no passive data source, since they all query the
-	// internet, so Run refuses it.
+	// internet, so Check refuses it.
 	Passive bool
 	// Active adds zone transfers and zone walks against the name servers
 	// of each domain: those servers are contacted directly.
@@ -86,7 +76,7 @@ type Stats struct {
 	Addresses int
 }
 
-// Errors returned by Run before an enumeration starts.
+// Errors returned by Check (and so before an enumeration starts).
 var (
 	ErrNoDomains      = errors.New("no domains")
 	ErrNoResolvers    = errors.New("no resolvers")
@@ -94,11 +84,11 @@ var (
 	ErrNothingToProbe = errors.New("no wordlist and neither alterations nor active DNS: the enumeration would only resolve the root domains")
 )
 
-// Source names of the amass scripts Run may enable.
+// Source names of the amass scripts the engine may enable.
 const (
-	sourceBrute       = "Brute Forcing"
-	sourceAlterations = "Alterations"
-	sourceActiveDNS   = "Active DNS"
+	SourceBrute       = "Brute Forcing"
+	SourceAlterations = "Alterations"
+	SourceActiveDNS   = "Active DNS"
 )
 
 // Record is one output line, in amass v3 `enum -json` form.
@@ -118,257 +108,27 @@ type Address struct {
 	Desc string `json:"desc"`
 }
 
-// Run enumerates cfg.Domains and writes one JSON line per name found, in
-// name order, to out. The lines are written after the enumeration ends.
-func Run(ctx context.Context, cfg Config, out io.Writer) (Stats, error) {
-	var st Stats
-	domains := normaliseDomains(cfg.Domains)
+// Check returns cfg with its domains normalised (lower case, no trailing
+// dot, no duplicates) and its resolvers as ip:port, or what is wrong with
+// it. It touches neither the disk nor the network.
+func (cfg Config) Check() (Config, error) {
+	cfg.Domains = normaliseDomains(cfg.Domains)
 	switch {
-	case len(domains) == 0:
-		return st, ErrNoDomains
+	case len(cfg.Domains) == 0:
+		return cfg, ErrNoDomains
 	case cfg.Passive:
-		return st, ErrPassive
+		return cfg, ErrPassive
 	case len(cfg.Resolvers) == 0:
-		return st, ErrNoResolvers
+		return cfg, ErrNoResolvers
 	case len(cfg.Wordlist) == 0 && !cfg.Alterations && !cfg.Active:
-		return st, ErrNothingToProbe
+		return cfg, ErrNothingToProbe
 	}
 	resolvers, err := normaliseResolvers(cfg.Resolvers)
 	if err != nil {
-		return st, err
+		return cfg, err
 	}
-	qps := cfg.QPS
-	if qps <= 0 {
-		qps = DefaultQPS
-	}
-
-	stateDir := cfg.StateDir
-	if stateDir == "" {
-		stateDir = os.TempDir()
-	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return st, fmt.Errorf("creating amass state directory: %w", err)
-	}
-	runDir, err := os.MkdirTemp(stateDir, "run-")
-	if err != nil {
-		return st, fmt.Errorf("creating amass run directory: %w", err)
-	}
-	defer os.RemoveAll(runDir)
-
-	ac := config.NewConfig()
-	ac.Log = log.New(io.Discard, "", 0)
-	ac.Dir = runDir
-	// A zero start time: the graph is new for this run, and the library's
-	// default (now, at one-second SQLite resolution) drops names stored in
-	// the run's first second.
-	ac.CollectionStartTime = time.Time{}
-	ac.AddDomains(domains...)
-	ac.Resolvers = resolvers
-	ac.TrustedResolvers = resolvers
-	ac.ResolversQPS = qps
-	ac.TrustedQPS = qps
-	ac.MaxDNSQueries = qps * len(resolvers)
-	ac.Wordlist = slices.Clone(cfg.Wordlist)
-	ac.BruteForcing = len(cfg.Wordlist) > 0
-	ac.Recursive = cfg.Recursive
-	ac.MinForRecursive = 0
-	ac.Alterations = cfg.Alterations
-	ac.Active = cfg.Active
-	ac.Passive = false
-	var sources []string
-	if ac.BruteForcing {
-		sources = append(sources, sourceBrute)
-	}
-	if cfg.Alterations {
-		sources = append(sources, sourceAlterations)
-	}
-	if cfg.Active {
-		sources = append(sources, sourceActiveDNS)
-	}
-	ac.SourceFilter.Include = true
-	ac.SourceFilter.Sources = sources
-
-	graph, err := newGraph(filepath.Join(runDir, "amass.sqlite"))
-	if err != nil {
-		return st, err
-	}
-	sys, err := newSystem(ac, resolvers, qps, graph)
-	if err != nil {
-		return st, fmt.Errorf("building amass resolver pool: %w", err)
-	}
-	defer sys.Shutdown()
-	srcs, err := loadSources(sys, sources)
-	if err != nil {
-		return st, err
-	}
-	if err := sys.SetDataSources(srcs); err != nil {
-		return st, fmt.Errorf("starting amass data sources: %w", err)
-	}
-
-	runCtx := ctx
-	if cfg.Timeout > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, cfg.Timeout)
-		defer cancel()
-	}
-	enumErr := enum.NewEnumeration(ac, sys, graph).Start(runCtx)
-	if enumErr == nil {
-		enumErr = runCtx.Err()
-	}
-
-	// Collect whatever is in the graph, also after a timeout or
-	// cancellation: a partial result is still evidence of what was seen.
-	recs, err := collect(context.WithoutCancel(ctx), ac, sys, graph, sources)
-	if err != nil {
-		return st, err
-	}
-	enc := json.NewEncoder(out)
-	for _, r := range recs {
-		if err := enc.Encode(r); err != nil {
-			return st, fmt.Errorf("writing amass result: %w", err)
-		}
-		st.Names++
-		st.Addresses += len(r.Addresses)
-	}
-	if enumErr != nil {
-		return st, fmt.Errorf("running amass enumeration: %w", enumErr)
-	}
-	return st, nil
-}
-
-// newGraph opens the run's graph database. netmap panics when the
-// migrations fail (an unwritable directory, say): turn that into an error.
-func newGraph(path string) (g *netmap.Graph, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("opening amass graph %s: %v", path, r)
-		}
-	}()
-	g = netmap.NewGraph("local", path, "")
-	if g == nil {
-		return nil, fmt.Errorf("opening amass graph %s", path)
-	}
-	return g, nil
-}
-
-// loadSources creates the named amass scripts from the library's embedded
-// resources.
-func loadSources(sys *system, names []string) ([]service.Service, error) {
-	scripts, err := resources.GetDefaultScripts()
-	if err != nil {
-		return nil, fmt.Errorf("reading amass scripts: %w", err)
-	}
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
-	}
-	var srcs []service.Service
-	for _, script := range scripts {
-		name, ok := scriptName(script)
-		if !ok || !want[name] {
-			continue
-		}
-		s := scripting.NewScript(script, sys)
-		if s == nil {
-			return nil, fmt.Errorf("loading amass script %q", name)
-		}
-		srcs = append(srcs, s)
-		delete(want, name)
-	}
-	if len(want) > 0 {
-		return nil, fmt.Errorf("amass scripts not found: %v", slices.Sorted(mapKeys(want)))
-	}
-	return srcs, nil
-}
-
-// scriptName reads the `name = "..."` line of an amass script without
-// starting a Lua interpreter for every one of the ~90 embedded scripts.
-func scriptName(script string) (string, bool) {
-	for line := range strings.Lines(script) {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
-		if ok && strings.TrimSpace(k) == "name" {
-			return strings.Trim(strings.TrimSpace(v), `"`), true
-		}
-	}
-	return "", false
-}
-
-func mapKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
-// collect reads every in-scope name and its addresses from the graph.
-func collect(ctx context.Context, ac *config.Config, sys *system, g *netmap.Graph, sources []string) ([]Record, error) {
-	assets, err := g.DB.FindByType(oam.FQDN, time.Time{})
-	if err != nil {
-		return nil, fmt.Errorf("reading amass names: %w", err)
-	}
-	byName := map[string]*Record{}
-	var names []string
-	for _, a := range assets {
-		fqdn, ok := a.Asset.(*domain.FQDN)
-		if !ok {
-			if v, ok2 := a.Asset.(domain.FQDN); ok2 {
-				fqdn, ok = &v, true
-			}
-		}
-		if !ok {
-			continue
-		}
-		name := strings.ToLower(strings.TrimSuffix(fqdn.Name, "."))
-		d := ac.WhichDomain(name)
-		if d == "" || byName[name] != nil {
-			continue
-		}
-		byName[name] = &Record{
-			Name:      name,
-			Domain:    d,
-			Addresses: []Address{},
-			Tag:       "dns",
-			Sources:   slices.Clone(sources),
-		}
-		names = append(names, name)
-	}
-	if len(names) == 0 {
-		return nil, nil
-	}
-	pairs, err := g.NamesToAddrs(ctx, time.Time{}, names...)
-	if err != nil && len(pairs) > 0 {
-		return nil, fmt.Errorf("reading amass addresses: %w", err)
-	}
-	seen := map[string]bool{}
-	for _, p := range pairs {
-		if p == nil || p.FQDN == nil || p.Addr == nil {
-			continue
-		}
-		r := byName[strings.ToLower(p.FQDN.Name)]
-		ip := p.Addr.Address.String()
-		if r == nil || seen[r.Name+" "+ip] {
-			continue
-		}
-		seen[r.Name+" "+ip] = true
-		addr := Address{IP: ip}
-		// The catch-all entry only exists to keep amass from waiting for
-		// ASN data; it says nothing about the address.
-		if info := sys.Cache().AddrSearch(ip); info != nil && info.ASN != catchAllASN {
-			addr.CIDR, addr.ASN, addr.Desc = info.Prefix, info.ASN, info.Description
-		}
-		r.Addresses = append(r.Addresses, addr)
-	}
-	slices.Sort(names)
-	recs := make([]Record, 0, len(names))
-	for _, n := range names {
-		r := byName[n]
-		slices.SortFunc(r.Addresses, func(a, b Address) int { return strings.Compare(a.IP, b.IP) })
-		recs = append(recs, *r)
-	}
-	return recs, nil
+	cfg.Resolvers = resolvers
+	return cfg, nil
 }
 
 func normaliseDomains(in []string) []string {

@@ -1,4 +1,4 @@
-package nuclei
+package nuclei_test
 
 import (
 	"bufio"
@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,18 +21,31 @@ import (
 
 	"github.com/miekg/dns"
 
-	nucleilib "github.com/projectdiscovery/nuclei/v3/lib"
-	"github.com/projectdiscovery/nuclei/v3/pkg/catalog/config"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/starpipe/starpipe/scan/internal/dnstest"
-	"github.com/starpipe/starpipe/scan/nucleienv"
+	"github.com/starpipe/starpipe/scan/nuclei"
+	"github.com/starpipe/starpipe/scan/scanexec"
+	"github.com/starpipe/starpipe/scan/scanexec/scanexectest"
 )
+
+// The scans of these tests run as the worker runs them: in the real
+// starpipe-scanner, a child process whose HOME and TMPDIR are inside the
+// test's temporary directory. This test binary does not link nuclei, so
+// running it writes nothing under the real $HOME.
 
 // token is the scan credential of the tests; it must never appear in output.
 const token = "sp-test-7f3a9c1e-secret-bearer"
 
-// templatesDir is the shipped template set.
-var templatesDir = filepath.Join("..", "..", "configs", "templates")
+// templatesDir is the shipped template set, as an absolute path: the
+// scanner runs in a directory of its own.
+var templatesDir = func() string {
+	d, err := filepath.Abs(filepath.Join("..", "..", "configs", "templates"))
+	if err != nil {
+		panic(err)
+	}
+	return d
+}()
 
 // requestLog records the paths a test server was asked for.
 type requestLog struct {
@@ -170,91 +184,127 @@ func matchesOn(rs []result, srv *httptest.Server) []string {
 	return slices.Compact(out)
 }
 
-func scan(t *testing.T, cfg Config) (Stats, []byte) {
+// scan runs cfg in the scanner and returns its output and its standard
+// error (its log lines).
+func scan(t *testing.T, cfg nuclei.Config) ([]byte, string) {
 	t.Helper()
 	if cfg.TemplateDirs == nil {
 		cfg.TemplateDirs = []string{templatesDir}
 	}
-	if cfg.StateDir == "" {
-		cfg.StateDir = t.TempDir()
+	var out bytes.Buffer
+	var stderr syncBuffer
+	r := &scanexec.Runner{Path: scanexectest.Binary(t), Home: t.TempDir(), Stderr: &stderr}
+	if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg}, &out); err != nil {
+		t.Fatalf("nuclei scan: %v", err)
 	}
-	var buf bytes.Buffer
-	st, err := Run(context.Background(), cfg, &buf)
+	return out.Bytes(), stderr.String()
+}
+
+// syncBuffer is a bytes.Buffer safe for the runner's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// logged returns the value of key in the scanner's log line with msg.
+func logged(t *testing.T, stderr, msg, key string) string {
+	t.Helper()
+	for line := range strings.Lines(stderr) {
+		if !strings.Contains(line, `msg="`+msg+`"`) {
+			continue
+		}
+		if _, v, ok := strings.Cut(line, " "+key+"="); ok {
+			if q, ok := strings.CutPrefix(v, `"`); ok {
+				v, _, _ = strings.Cut(q, `"`)
+				return v
+			}
+			v, _, _ = strings.Cut(strings.TrimSpace(v), " ")
+			return v
+		}
+	}
+	t.Fatalf("no %q with %s in the scanner's log:\n%s", msg, key, stderr)
+	return ""
+}
+
+// TestScanHomeLeftEmpty checks that a scan keeps its files (nuclei's
+// configuration, written at package initialisation, and the scan's
+// temporary files) in the run directory under the scan home, and removes
+// them.
+func TestScanHomeLeftEmpty(t *testing.T) {
+	var vlog requestLog
+	vuln := vulnerableServer(t, &vlog)
+	home := t.TempDir()
+	var stderr syncBuffer
+	r := &scanexec.Runner{Path: scanexectest.Binary(t), Home: home, Stderr: &stderr}
+	cfg := nuclei.Config{Targets: []string{vuln.URL}, TemplateDirs: []string{templatesDir}}
+	if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(home)
 	if err != nil {
-		t.Fatalf("Run: %v", err)
+		t.Fatal(err)
 	}
-	return st, buf.Bytes()
-}
-
-func TestInitOrder(t *testing.T) {
-	// scan/nucleienv must have redirected the environment before nuclei's
-	// config package fixed its paths at init.
-	dir := nucleienv.Dir()
-	if err := nucleienv.Err(); err != nil {
-		t.Fatalf("nucleienv: %v", err)
-	}
-	if got := config.DefaultConfig.GetConfigDir(); !strings.HasPrefix(got, dir+"/") {
-		t.Fatalf("nuclei config dir %q is outside the state dir %q", got, dir)
-	}
-	if got := config.DefaultConfig.TemplatesDirectory; !strings.HasPrefix(got, dir+"/") {
-		t.Fatalf("nuclei templates dir %q is outside the state dir %q", got, dir)
-	}
-	if got := os.Getenv("HOME"); got != dir+"/home" {
-		t.Fatalf("HOME = %q, want %q", got, dir+"/home")
-	}
-	if got := os.TempDir(); got != dir+"/tmp" {
-		t.Fatalf("TempDir = %q, want %q", got, dir+"/tmp")
+	if len(entries) != 0 {
+		t.Errorf("scan home holds %v after the scan", entries)
 	}
 }
 
-// TestTemplatesLoad loads every shipped template through nuclei's own
-// parser and checks the metadata the pipeline relies on.
+// TestTemplatesLoad checks the shipped templates' metadata the pipeline
+// relies on, and that nuclei's own parser loads every one of them.
 func TestTemplatesLoad(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(templatesDir, "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no templates in %s: %v", templatesDir, err)
 	}
-	if err := prepareConfigDir(); err != nil {
-		t.Fatal(err)
-	}
-	if err := isolate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	opts, err := engineOptions(ctx, Config{TemplateDirs: []string{templatesDir}, StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := nucleilib.NewNucleiEngineCtx(ctx, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
-	if err := engine.LoadAllTemplates(); err != nil {
-		t.Fatal(err)
-	}
-	loaded := map[string]bool{}
-	for _, tpl := range engine.GetTemplates() {
-		loaded[tpl.ID] = true
-		info := tpl.Info
-		if info.Authors.String() != "starpipe" {
-			t.Errorf("%s: author %q, want starpipe", tpl.ID, info.Authors.String())
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if info.Description == "" || info.Name == "" || info.Tags.IsEmpty() {
+		var tpl struct {
+			ID   string `yaml:"id"`
+			Info struct {
+				Name, Author, Description string
+				Tags                      string
+			} `yaml:"info"`
+		}
+		if err := yaml.Unmarshal(b, &tpl); err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if want := strings.TrimSuffix(filepath.Base(f), ".yaml"); tpl.ID != want {
+			t.Errorf("%s: id %q differs from the file name", f, tpl.ID)
+		}
+		if tpl.Info.Author != "starpipe" {
+			t.Errorf("%s: author %q, want starpipe", tpl.ID, tpl.Info.Author)
+		}
+		if tpl.Info.Description == "" || tpl.Info.Name == "" || tpl.Info.Tags == "" {
 			t.Errorf("%s: name, description and tags are required", tpl.ID)
 		}
 		if !strings.HasPrefix(tpl.ID, "starpipe-") {
 			t.Errorf("%s: id should start with starpipe-", tpl.ID)
 		}
 	}
-	for _, f := range files {
-		id := strings.TrimSuffix(filepath.Base(f), ".yaml")
-		if !loaded[id] {
-			t.Errorf("template %s did not load (or its id differs from its file name)", f)
-		}
-	}
-	if len(loaded) != len(files) {
-		t.Errorf("loaded %d templates from %d files", len(loaded), len(files))
+	// A scan of a server that answers nothing loads every template
+	// through nuclei's parser; the scanner logs how many loaded.
+	srv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close)
+	_, stderr := scan(t, nuclei.Config{Targets: []string{srv.URL}})
+	if got := logged(t, stderr, "nuclei scan finished", "templates"); got != fmt.Sprint(len(files)) {
+		t.Errorf("nuclei loaded %s templates from %d files", got, len(files))
 	}
 }
 
@@ -263,15 +313,20 @@ func TestRunFindsWeaknessesWithCredentials(t *testing.T) {
 	vuln := vulnerableServer(t, &vlog)
 	hard := hardenedServer(t, &hlog)
 
-	st, out := scan(t, Config{
+	out, stderr := scan(t, nuclei.Config{
 		Targets:             []string{vuln.URL, hard.URL},
 		Headers:             []string{"Authorization: Bearer " + token},
 		KeepRequestResponse: true,
 		Timeout:             time.Minute,
 	})
 	rs := parseLines(t, out)
-	if st.Targets != 2 || st.Results != len(rs) {
-		t.Fatalf("stats %+v, %d lines", st, len(rs))
+	if targets, results := logged(t, stderr, "nuclei scan finished", "targets"), logged(t, stderr, "nuclei scan finished", "results"); targets != "2" || results != fmt.Sprint(len(rs)) {
+		t.Fatalf("scanner logged targets=%s results=%s, %d lines", targets, results, len(rs))
+	}
+	// The scanner's diagnostics, which reach the worker's log, never
+	// hold the credential either.
+	if strings.Contains(stderr, token) {
+		t.Errorf("scanner stderr holds the bearer token:\n%s", stderr)
 	}
 	want := []string{
 		"starpipe-admin-debug-exposure",
@@ -305,10 +360,10 @@ func TestRunFindsWeaknessesWithCredentials(t *testing.T) {
 			t.Errorf("%s: template-encoded kept", r.TemplateID)
 		}
 		if r.TemplateID == "starpipe-admin-debug-exposure" {
-			if !strings.Contains(r.Request, "Authorization: "+Redacted) {
+			if !strings.Contains(r.Request, "Authorization: "+nuclei.Redacted) {
 				t.Errorf("debug request does not show the redacted header:\n%s", r.Request)
 			}
-			if !strings.Contains(r.Response, "AUTH_HEADER="+Redacted) {
+			if !strings.Contains(r.Response, "AUTH_HEADER="+nuclei.Redacted) {
 				t.Errorf("debug response does not show the redacted echo:\n%s", r.Response)
 			}
 			sawRedacted = true
@@ -335,7 +390,7 @@ func TestRunAuthenticatedTemplateNeedsTheRightCredential(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var vlog requestLog
 			vuln := vulnerableServer(t, &vlog)
-			_, out := scan(t, Config{Targets: []string{vuln.URL}, Headers: headers, Timeout: time.Minute})
+			out, _ := scan(t, nuclei.Config{Targets: []string{vuln.URL}, Headers: headers, Timeout: time.Minute})
 			got := matchesOn(parseLines(t, out), vuln)
 			if slices.Contains(got, "starpipe-admin-debug-exposure") {
 				t.Errorf("debug template matched without the right credential")
@@ -401,7 +456,7 @@ func TestRunReachesOnlyItsTargets(t *testing.T) {
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(vuln.URL, "http://"))
 	target := "http://app.starpipe.test:" + port
 
-	_, out := scan(t, Config{Targets: []string{target}, Resolvers: []string{resolver}, Timeout: time.Minute})
+	out, stderr := scan(t, nuclei.Config{Targets: []string{target}, Resolvers: []string{resolver}, Timeout: time.Minute})
 	got := matchesOn(parseLines(t, out), &httptest.Server{URL: target})
 	if !slices.Contains(got, "starpipe-git-config-exposure") {
 		t.Fatalf("hostname target not scanned through the configured resolver: %q", got)
@@ -418,17 +473,19 @@ func TestRunReachesOnlyItsTargets(t *testing.T) {
 	if vlog.count() == 0 {
 		t.Error("target saw no request")
 	}
-	for _, host := range phoneHome.attempts() {
+	// The scanner logs the hosts its update client was refused.
+	refused := strings.Fields(strings.Trim(logged(t, stderr, "outbound requests refused", "hosts"), "[]"))
+	for _, host := range refused {
 		if host != "api.pdtm.sh" {
 			t.Errorf("update client tried %q", host)
 		}
 	}
 	t.Logf("update client: %d requests refused; resolver: %d questions; target: %d requests",
-		len(phoneHome.attempts()), len(qs), vlog.count())
+		len(refused), len(qs), vlog.count())
 }
 
 func TestRedactor(t *testing.T) {
-	r, err := newRedactor([]string{
+	r, err := nuclei.NewRedactor([]string{
 		"Authorization: Basic dXNlcjpodW50ZXIyMjI=", // user:hunter222
 		"Cookie: session=abcdef123; theme=1",
 		"X-Api-Key: zq9",
@@ -438,7 +495,7 @@ func TestRedactor(t *testing.T) {
 	}
 	in := "Authorization: Basic dXNlcjpodW50ZXIyMjI=\nCookie: session=abcdef123; theme=1\n" +
 		"pw hunter222 cookie abcdef123 key zq9"
-	got := r.redact(in)
+	got := r.Redact(in)
 	for _, s := range []string{"dXNlcjpodW50ZXIyMjI=", "hunter222", "abcdef123"} {
 		if strings.Contains(got, s) {
 			t.Errorf("%q left in %q", s, got)
@@ -446,17 +503,18 @@ func TestRedactor(t *testing.T) {
 	}
 	// A whole header value is redacted however short it is; short parts
 	// of a value (theme=1's 1) are not, or every digit 1 would go.
-	if !strings.Contains(got, "key "+Redacted) || !strings.Contains(got, "pw "+Redacted) {
+	if !strings.Contains(got, "key "+nuclei.Redacted) || !strings.Contains(got, "pw "+nuclei.Redacted) {
 		t.Errorf("values not redacted in %q", got)
 	}
-	if _, err := newRedactor([]string{"no colon here"}); err == nil {
+	if _, err := nuclei.NewRedactor([]string{"no colon here"}); err == nil {
 		t.Error("a header without a colon was accepted")
 	}
 }
 
-// BenchmarkRun measures one whole scan (engine creation, loading the
-// shipped templates, scanning one loopback target, closing) against the
-// vulnerable test server.
+// BenchmarkRun measures one whole scan as the worker runs it: starting
+// the scanner process (nuclei's package initialisation included), engine
+// creation, loading the shipped templates, scanning one loopback target
+// and closing.
 func BenchmarkRun(b *testing.B) {
 	var vlog requestLog
 	vuln := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -468,36 +526,11 @@ func BenchmarkRun(b *testing.B) {
 		http.NotFound(w, r)
 	}))
 	defer vuln.Close()
-	state := b.TempDir()
-	cfg := Config{Targets: []string{vuln.URL}, TemplateDirs: []string{templatesDir}, StateDir: state}
+	r := &scanexec.Runner{Path: scanexectest.Binary(b), Home: b.TempDir()}
+	cfg := nuclei.Config{Targets: []string{vuln.URL}, TemplateDirs: []string{templatesDir}}
 	for b.Loop() {
-		var buf bytes.Buffer
-		if _, err := Run(context.Background(), cfg, &buf); err != nil {
+		if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg}, io.Discard); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// BenchmarkEngine measures engine creation, template loading and Close
-// without a scan.
-func BenchmarkEngine(b *testing.B) {
-	if err := isolate(); err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	state := b.TempDir()
-	for b.Loop() {
-		opts, err := engineOptions(ctx, Config{TemplateDirs: []string{templatesDir}, StateDir: state})
-		if err != nil {
-			b.Fatal(err)
-		}
-		e, err := nucleilib.NewNucleiEngineCtx(ctx, opts...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := e.LoadAllTemplates(); err != nil {
-			b.Fatal(err)
-		}
-		e.Close()
 	}
 }

@@ -14,16 +14,16 @@ import (
 // whatever its length.
 const minDerivedSecret = 4
 
-// redactor replaces secret values in strings.
-type redactor struct {
+// Redactor replaces secret values in strings.
+type Redactor struct {
 	secrets []string // longest first, so a value goes before its parts
 }
 
-// newRedactor collects the secrets in headers given as "Name: value": the
+// NewRedactor collects the secrets in headers given as "Name: value": the
 // whole value, the credential after an authorization scheme ("Bearer X"
 // gives X), the user:password of Basic credentials and the password, and
 // each cookie value.
-func newRedactor(headers []string) (*redactor, error) {
+func NewRedactor(headers []string) (*Redactor, error) {
 	set := map[string]bool{}
 	add := func(s string, min int) {
 		s = strings.TrimSpace(s)
@@ -59,7 +59,7 @@ func newRedactor(headers []string) (*redactor, error) {
 			}
 		}
 	}
-	r := &redactor{}
+	r := &Redactor{}
 	for s := range set {
 		r.secrets = append(r.secrets, s)
 	}
@@ -69,10 +69,11 @@ func newRedactor(headers []string) (*redactor, error) {
 	return r, nil
 }
 
-func (r *redactor) empty() bool { return len(r.secrets) == 0 }
+// Empty reports whether there is nothing to redact.
+func (r *Redactor) Empty() bool { return len(r.secrets) == 0 }
 
-// redact replaces every secret in s.
-func (r *redactor) redact(s string) string {
+// Redact replaces every secret in s.
+func (r *Redactor) Redact(s string) string {
 	for _, sec := range r.secrets {
 		if strings.Contains(s, sec) {
 			s = strings.ReplaceAll(s, sec, Redacted)
@@ -81,20 +82,20 @@ func (r *redactor) redact(s string) string {
 	return s
 }
 
-// walk redacts every string in a decoded JSON value, map keys included.
-func (r *redactor) walk(v any) any {
+// Walk redacts every string in a decoded JSON value, map keys included.
+func (r *Redactor) Walk(v any) any {
 	switch x := v.(type) {
 	case string:
-		return r.redact(x)
+		return r.Redact(x)
 	case []any:
 		for i := range x {
-			x[i] = r.walk(x[i])
+			x[i] = r.Walk(x[i])
 		}
 		return x
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, val := range x {
-			out[r.redact(k)] = r.walk(val)
+			out[r.Redact(k)] = r.Walk(val)
 		}
 		return out
 	default:

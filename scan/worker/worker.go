@@ -3,6 +3,11 @@
 // schedule's targets only, and hands each output to intake, the same path an
 // upload takes (artifact, outbox, Kafka, consumer). The run ledger records
 // how each due time ended.
+//
+// Every scanner runs in a child process (starpipe-scanner, through
+// scan/scanexec), never in the worker's: a scanner that panics, is killed
+// or runs too long fails its run, with its last lines of diagnostics in
+// the ledger, and the worker goes on with the next request.
 package worker
 
 import (
@@ -28,6 +33,7 @@ import (
 	"github.com/starpipe/starpipe/scan/amass"
 	"github.com/starpipe/starpipe/scan/code"
 	"github.com/starpipe/starpipe/scan/nuclei"
+	"github.com/starpipe/starpipe/scan/scanexec"
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
@@ -51,14 +57,36 @@ type Ledger interface {
 	ListLedger(ctx context.Context, schedule string, from, to time.Time) ([]store.LedgerEntry, error)
 }
 
+// Scanner runs one scanner job in a child process and copies its output
+// to out; *scanexec.Runner implements it.
+type Scanner interface {
+	Run(ctx context.Context, job scanexec.Job, out io.Writer) error
+}
+
 // Options wire a Worker.
 type Options struct {
 	Submitter   Submitter
 	Credentials Credentials // nil: schedules with a credential fail with a clear error
 	Ledger      Ledger
-	StateDir    string   // scanner scratch space; empty: a directory under os.TempDir()
-	Templates   []string // nuclei template directories when a schedule names none
-	Logger      *slog.Logger
+	// StateDir is the scan home: each scanner process gets a HOME and a
+	// TMPDIR in a directory of its own under it, removed after the run.
+	// Empty: a directory under os.TempDir().
+	StateDir  string
+	Templates []string // nuclei template directories when a schedule names none
+	Logger    *slog.Logger
+
+	// ScannerPath is the starpipe-scanner binary (scan.scanner_path):
+	// empty, the one next to the running executable, then the one in
+	// PATH (see scanexec.Locate).
+	ScannerPath string
+	// ScanTimeout bounds each scanner process (none when zero).
+	ScanTimeout time.Duration
+	// MaxScanOutputBytes bounds the output of each scanner process
+	// (scanexec.DefaultMaxOutputBytes when zero).
+	MaxScanOutputBytes int64
+	// Scanner runs the scanner jobs. Nil: a scanexec.Runner built from
+	// the fields above. Tests wrap one.
+	Scanner Scanner
 }
 
 // probeTimeout bounds the name lookup and the connection that check a
@@ -80,7 +108,32 @@ func New(opt Options) *Worker {
 		// Not the working directory, which filepath.Join("", ...) would give.
 		opt.StateDir = filepath.Join(os.TempDir(), "starpipe-scan")
 	}
-	return &Worker{opt: opt, log: opt.Logger.With("component", "worker")}
+	log := opt.Logger.With("component", "worker")
+	if opt.Scanner == nil {
+		opt.Scanner = NewRunner(opt, log)
+	}
+	return &Worker{opt: opt, log: log}
+}
+
+// NewRunner is the scanner runner New builds from opt when opt.Scanner is
+// nil; tests wrap it. The scanners' diagnostics go to log at debug level.
+func NewRunner(opt Options, log *slog.Logger) *scanexec.Runner {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &scanexec.Runner{
+		Path: opt.ScannerPath, Home: opt.StateDir, Timeout: opt.ScanTimeout,
+		MaxOutputBytes: opt.MaxScanOutputBytes, Stderr: logWriter{log},
+	}
+}
+
+// logWriter logs each line of a scanner's standard error at debug level;
+// the runner writes whole lines, with secrets removed.
+type logWriter struct{ log *slog.Logger }
+
+func (l logWriter) Write(p []byte) (int, error) {
+	l.log.Debug("scanner stderr", "line", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 // Handle runs one scan request. A scan that fails is recorded as failed in
@@ -243,6 +296,11 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 	if len(dirs) == 0 {
 		dirs = w.opt.Templates
 	}
+	// Relative to the daemon's working directory, not the scanner's.
+	dirs = slices.Clone(dirs)
+	for i := range dirs {
+		dirs[i] = absLocal(dirs[i])
+	}
 	for _, t := range targets {
 		if err := probe(ctx, t.url, sp.Amass.Resolvers); err != nil {
 			if t.discovered {
@@ -253,12 +311,12 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 			continue // an unreachable target must not close its findings: submit nothing
 		}
 		var out bytes.Buffer
-		_, err := nuclei.Run(ctx, nuclei.Config{
+		// The scan's temporary files go to the scanner's own TMPDIR.
+		err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &nuclei.Config{
 			Targets: []string{t.url}, TemplateDirs: dirs,
 			Tags: sp.Nuclei.Tags, ExcludeTags: sp.Nuclei.ExcludeTags, Severities: sp.Nuclei.Severities,
 			Headers: headers, Resolvers: sp.Amass.Resolvers,
-			StateDir: filepath.Join(w.opt.StateDir, "nuclei"),
-		}, &out)
+		}}, &out)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("nuclei %s: %w", t.url, err))
 			continue // a partial scan must not close findings: submit nothing
@@ -353,11 +411,10 @@ func (w *Worker) discover(ctx context.Context, sp spec.Schedule) ([]string, stri
 		}
 	}
 	var out bytes.Buffer
-	_, err := amass.Run(ctx, amass.Config{
+	err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindAmass, Amass: &amass.Config{
 		Domains: sp.Targets.Domains, Resolvers: sp.Amass.Resolvers, Wordlist: words,
 		Recursive: sp.Amass.Recursive, Alterations: sp.Amass.Alterations,
-		StateDir: filepath.Join(w.opt.StateDir, "amass"),
-	}, &out)
+	}}, &out)
 	if err != nil {
 		return nil, "", fmt.Errorf("amass: %w", err)
 	}
@@ -403,20 +460,18 @@ func (w *Worker) code(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		}
 		token = string(cred.Secret)
 	}
-	workDir := filepath.Join(w.opt.StateDir, "code")
-	if err := os.MkdirAll(workDir, 0o700); err != nil {
-		return nil, fmt.Errorf("code scan work directory: %w", err)
-	}
 	var runs []string
 	var errs []error
 	for _, repo := range sp.Targets.Repositories {
 		repo = absLocal(repo)
 		var out bytes.Buffer
-		_, err := code.Run(ctx, code.Config{
+		// The checkout goes to the scanner's own TMPDIR (WorkDir empty).
+		// The analyser comes from the schedule for now; admin-defined
+		// analyzers will fill this job from configuration instead.
+		err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindCode, Code: &code.Config{
 			Repository: repo, Command: sp.Code.Command, Token: token,
 			Timeout: time.Duration(sp.Code.Timeout), MaxOutputBytes: sp.Code.MaxOutputBytes,
-			WorkDir: workDir,
-		}, &out)
+		}}, &out)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("code scan of %s: %w", code.Scope(repo), err))
 			continue
@@ -450,9 +505,10 @@ func normaliseTargets(in []string) []string {
 	return out
 }
 
-// absLocal makes a local repository path absolute, so that its scope names
+// absLocal makes a local path absolute: a repository's scope then names
 // the repository rather than "." or a path relative to wherever the daemon
-// was started.
+// was started, and the scanner, which runs in a directory of its own,
+// finds the path the schedule meant.
 func absLocal(repo string) string {
 	if strings.Contains(repo, "://") || filepath.IsAbs(repo) {
 		return repo

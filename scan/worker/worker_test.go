@@ -33,6 +33,8 @@ import (
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/scan/code"
 	"github.com/starpipe/starpipe/scan/internal/dnstest"
+	"github.com/starpipe/starpipe/scan/scanexec"
+	"github.com/starpipe/starpipe/scan/scanexec/scanexectest"
 	"github.com/starpipe/starpipe/scan/worker"
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/schedulertest"
@@ -115,6 +117,7 @@ func newHarness(t *testing.T) *harness {
 	h.wk = worker.New(worker.Options{
 		Submitter: intake, Credentials: credentials.NewResolver(h.st, h.kr), Ledger: h.st,
 		StateDir: t.TempDir(), Templates: []string{extractTemplates(t)}, Logger: h.log,
+		ScannerPath: scanexectest.Binary(t),
 	})
 
 	runOpts := bus.RunOptions{DLQ: prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second}
@@ -840,7 +843,7 @@ func TestAbandonedWhileRunning(t *testing.T) {
 	id, msg := claim(t, st, sp, nil)
 	wk := worker.New(worker.Options{
 		Submitter: abandoningIntake{pipeline.NewIntake(st, 64<<20, t.TempDir(), nil), st, id},
-		Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t),
+		Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t), ScannerPath: scanexectest.Binary(t),
 	})
 	if err := wk.Handle(t.Context(), msg); err != nil {
 		t.Fatalf("Handle = %v, want nil", err)
@@ -867,3 +870,98 @@ func testLogger(t *testing.T) *slog.Logger {
 type fakeClock = schedulertest.FakeClock
 
 var newFakeClock = schedulertest.NewFakeClock
+
+// crashingScanner runs the real scanner, except for the code scans of the
+// repositories in crash: those become crash-test jobs of the given mode,
+// run by the real starpipe-scanner with its test hooks enabled.
+type crashingScanner struct {
+	real, hooked, hanging worker.Scanner
+	crash                 map[string]string // repository -> scanexec.Crash* mode
+}
+
+func (c crashingScanner) Run(ctx context.Context, job scanexec.Job, out io.Writer) error {
+	if job.Code != nil {
+		if mode, ok := c.crash[job.Code.Repository]; ok {
+			r := c.hooked
+			if mode == scanexec.CrashHang {
+				r = c.hanging
+			}
+			return r.Run(ctx, scanexec.Job{Kind: scanexec.KindCrashTest, CrashTest: &scanexec.CrashTest{Mode: mode}}, out)
+		}
+	}
+	return c.real.Run(ctx, job, out)
+}
+
+// TestScannerCrashes has the scanner process panic, die of SIGKILL and
+// hang past its time limit (ignoring SIGTERM, with a helper in its process
+// group): each fails its run with the scanner's last diagnostics in the
+// ledger, and the worker then runs the next request as usual.
+func TestScannerCrashes(t *testing.T) {
+	t.Parallel()
+	st, _ := storetest.New(t)
+	log := testLogger(t)
+	opt := worker.Options{
+		Submitter: pipeline.NewIntake(st, 64<<20, t.TempDir(), nil),
+		Ledger:    st, StateDir: t.TempDir(), Logger: log, ScannerPath: scanexectest.Binary(t),
+	}
+	hooked := worker.NewRunner(opt, log)
+	hooked.Env = []string{scanexec.TestHooksVar + "=1"}
+	// The hanging scanner ignores SIGTERM and is stopped by this limit,
+	// then killed after the short grace period. (Its runner is separate so
+	// that the limit cannot cut the other crashes short on a slow machine.)
+	hanging := worker.NewRunner(opt, log)
+	hanging.Env = hooked.Env
+	hanging.Timeout, hanging.GracePeriod = 2*time.Second, 100*time.Millisecond
+
+	cases := []struct {
+		name, mode string
+		want       []string // in the ledger row's error
+	}{
+		{"crash-panic", scanexec.CrashPanic, []string{"scanner crashed", "exit status 2", "panic: crash test: a scanner library panicked", "crash test: panic"}},
+		{"crash-kill", scanexec.CrashKill, []string{"scanner crashed", "signal: killed", "crash test: kill"}},
+		{"crash-hang", scanexec.CrashHang, []string{"scanner timed out", "killed after 2s"}},
+	}
+	crash := map[string]string{}
+	repos := map[string]string{}
+	for _, c := range cases {
+		repos[c.name] = newRepo(t)
+		crash[repos[c.name]] = c.mode
+	}
+	opt.Scanner = crashingScanner{real: worker.NewRunner(opt, log), hooked: hooked, hanging: hanging, crash: crash}
+	wk := worker.New(opt)
+
+	handle := func(name, repo string) store.LedgerEntry {
+		t.Helper()
+		sp := schedule(name, finding.KindCode)
+		sp.Targets.Repositories = []string{repo}
+		sp.Code.Command = []string{"sh", "-c", "cat findings.sarif"}
+		_, msg := claim(t, st, sp, nil)
+		if err := wk.Handle(t.Context(), msg); err != nil {
+			t.Fatalf("%s: Handle = %v, want nil (the outcome goes to the ledger)", name, err)
+		}
+		es, err := st.ListLedger(t.Context(), name, time.Time{}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) != 1 {
+			t.Fatalf("%s: ledger %+v, want one row", name, es)
+		}
+		return es[0]
+	}
+	for _, c := range cases {
+		e := handle(c.name, repos[c.name])
+		t.Logf("%s: %s", c.name, e.Error)
+		if e.Status != store.LedgerFailed || e.RunID != "" {
+			t.Errorf("%s: ledger row %+v, want failed without a run", c.name, e)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(e.Error, w) {
+				t.Errorf("%s: ledger error lacks %q:\n%s", c.name, w, e.Error)
+			}
+		}
+	}
+	// The worker is unaffected: the next request succeeds.
+	if e := handle("after-crashes", newRepo(t)); e.Status != store.LedgerSucceeded || e.RunID == "" {
+		t.Fatalf("request after the crashes: ledger row %+v, want succeeded with a run", e)
+	}
+}

@@ -1,4 +1,4 @@
-package nuclei
+package engine
 
 import (
 	"bufio"
@@ -12,8 +12,6 @@ import (
 	"sync"
 
 	updateutils "github.com/projectdiscovery/utils/update"
-
-	"github.com/starpipe/starpipe/scan/nucleienv"
 )
 
 // errRefused is what every request of nuclei's update client gets.
@@ -35,6 +33,11 @@ func (t *refusingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	t.mu.Unlock()
 	return nil, errRefused
 }
+
+// RefusedRequests returns the hosts that nuclei's update client tried to
+// reach in this process, all of them refused; cmd/starpipe-scanner reports
+// them so that tests can see the refusal from outside the process.
+func RefusedRequests() []string { return phoneHome.attempts() }
 
 // attempts returns the hosts refused so far.
 func (t *refusingTransport) attempts() []string {
@@ -67,7 +70,7 @@ var (
 func isolate() error {
 	isolateOnce.Do(func() {
 		updateutils.DefaultHttpClient.Transport = phoneHome
-		empty := filepath.Join(nucleienv.Dir(), "resolv.conf.empty")
+		empty := filepath.Join(os.TempDir(), "resolv.conf.empty")
 		if err := os.WriteFile(empty, nil, 0o600); err != nil {
 			isolateErr = fmt.Errorf("writing empty resolver file: %w", err)
 			return

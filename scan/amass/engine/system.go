@@ -1,4 +1,4 @@
-package amass
+package engine
 
 import (
 	"errors"

@@ -1,0 +1,8 @@
+//go:build unix && !linux
+
+package scanexec
+
+import "syscall"
+
+// setDeathSignal does nothing where there is no parent-death signal.
+func setDeathSignal(*syscall.SysProcAttr) {}
