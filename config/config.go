@@ -31,6 +31,12 @@ type Config struct {
 	Vault           VaultConfig     `yaml:"vault"`
 	Scheduler       SchedulerConfig `yaml:"scheduler"`
 	Roles           []string        `yaml:"roles"`
+
+	// Analyzers are the code analysers code schedules may name, by name.
+	// They are admin configuration: the API only chooses among them.
+	Analyzers map[string]AnalyzerConfig `yaml:"analyzers"`
+	Scan      ScanConfig                `yaml:"scan"`
+	Amass     AmassConfig               `yaml:"amass"`
 }
 
 // LogConfig sets up log/slog.
@@ -116,6 +122,7 @@ func Default() Config {
 			Concurrency: 4,
 		},
 		Scheduler: SchedulerConfig{Enabled: true},
+		Scan:      ScanConfig{AllowPublic: true},
 		Roles:     []string{RoleAPI, RoleIngest, RoleScheduler, RoleWorker},
 	}
 }
@@ -246,6 +253,7 @@ func (c *Config) Validate() error {
 	if c.Ingest.Concurrency < 1 || c.Ingest.Concurrency > 64 {
 		bad("ingest.concurrency", "must be between 1 and 64")
 	}
+	errs = append(errs, c.validateScanning()...)
 	if len(c.Roles) == 0 {
 		bad("roles", "at least one role is needed")
 	}
