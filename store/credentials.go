@@ -196,7 +196,6 @@ func (s *Store) SetCredentialTargets(ctx context.Context, name string, targets [
 	return nil
 }
 
-
 // CredentialMetadata returns what may be shown about the named credential,
 // or ErrNotFound.
 func (s *Store) CredentialMetadata(ctx context.Context, name string) (CredentialMeta, error) {
