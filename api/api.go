@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/starpipe/starpipe/mapping"
+	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/vault"
 )
@@ -61,6 +62,12 @@ type Options struct {
 	Catalogs *mapping.Catalogs // control titles for /v1/controls
 	Keyring  *vault.Keyring    // encrypts credentials posted to /v1/credentials
 	Intake   Intake            // accepts uploads for POST /v1/runs
+
+	// SchedulePolicy is the admin configuration schedules are checked
+	// against on POST and PUT (analysers, word list directory, scan
+	// networks, a resolver for target names). Its zero value is the
+	// strictest; the store is the credential look-up when it has none.
+	SchedulePolicy spec.Options
 }
 
 // routeGroups are registered by New; each feature file adds its own in init

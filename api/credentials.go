@@ -50,6 +50,10 @@ type credentialRequest struct {
 	Secret     vault.Secret `json:"secret"`
 	Username   string       `json:"username"`
 	HeaderName string       `json:"header_name"`
+	// Targets are the URL prefixes the credential may be sent to
+	// (required); AllowHTTP lets it go over plain http.
+	Targets   []string `json:"targets"`
+	AllowHTTP bool     `json:"allow_http"`
 }
 
 // credentialWritten answers a create or replace.
@@ -70,6 +74,8 @@ type credentialView struct {
 	Username   string     `json:"username,omitempty"`
 	HeaderName string     `json:"header_name,omitempty"`
 	KeyID      string     `json:"key_id"`
+	Targets    []string   `json:"targets"`
+	AllowHTTP  bool       `json:"allow_http"`
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	CreatedBy  string     `json:"created_by"`
@@ -78,7 +84,7 @@ type credentialView struct {
 
 func viewOf(m store.CredentialMeta) credentialView {
 	return credentialView{ID: m.ID, Name: m.Name, Kind: m.Kind, Username: m.Username, HeaderName: m.HeaderName,
-		KeyID: m.KeyID, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, CreatedBy: m.CreatedBy, RotatedAt: m.RotatedAt}
+		KeyID: m.KeyID, Targets: nonNilStrings(m.Targets), AllowHTTP: m.AllowHTTP, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, CreatedBy: m.CreatedBy, RotatedAt: m.RotatedAt}
 }
 
 // credentialErrorBody is a 422 answer: which field is wrong and why. The
@@ -112,17 +118,24 @@ func (s *Server) decodeCredential(w http.ResponseWriter, r *http.Request, pathNa
 			// SyntaxError's message quotes the offending character.
 			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("request body is not valid JSON (near byte %d)", syntax.Offset))
 		case errors.As(err, &typ):
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("field %q must be a JSON string", typ.Field))
+			want := "a JSON string"
+			switch typ.Field {
+			case "targets":
+				want = "a JSON array of URL strings"
+			case "allow_http":
+				want = "true or false"
+			}
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("field %q must be %s", typ.Field, want))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			writeError(w, http.StatusBadRequest, "bad_request", "request body has an "+strings.TrimPrefix(err.Error(), "json: ")+
-				" (allowed: name, kind, secret, username, header_name)")
+				" (allowed: name, kind, secret, username, header_name, targets, allow_http)")
 		case strings.Contains(err.Error(), "placeholder"):
 			// vault.Secret refuses "[REDACTED]" so that an echoed value never
 			// overwrites the real secret.
 			writeCredentialError(w, &vault.CredentialError{Name: req.Name, Field: "secret",
 				Reason: "is the redaction placeholder " + vault.Redacted + "; send the real secret"})
 		default:
-			writeError(w, http.StatusBadRequest, "bad_request", "request body must be one JSON object with name, kind, secret, username and header_name")
+			writeError(w, http.StatusBadRequest, "bad_request", "request body must be one JSON object with name, kind, secret, username, header_name, targets and allow_http")
 		}
 		return vault.Credential{}, false
 	}
@@ -134,7 +147,7 @@ func (s *Server) decodeCredential(w http.ResponseWriter, r *http.Request, pathNa
 		req.Name = pathName
 	}
 	c := vault.Credential{Name: req.Name, Kind: vault.CredentialKind(req.Kind), Secret: req.Secret,
-		Username: req.Username, HeaderName: req.HeaderName}
+		Username: req.Username, HeaderName: req.HeaderName, Targets: req.Targets, AllowHTTP: req.AllowHTTP}
 	if err := credentials.Validate(c); err != nil {
 		var ce *vault.CredentialError
 		if errors.As(err, &ce) {
@@ -145,6 +158,13 @@ func (s *Server) decodeCredential(w http.ResponseWriter, r *http.Request, pathNa
 		return vault.Credential{}, false
 	}
 	return c, true
+}
+
+func nonNilStrings(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
 }
 
 func writeCredentialError(w http.ResponseWriter, ce *vault.CredentialError) {

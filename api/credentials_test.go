@@ -112,7 +112,7 @@ func TestCredentialsWriteOnly(t *testing.T) {
 	t.Parallel()
 	e := newCredTestEnv(t)
 	const secret = "tok-Sup3rSecret-000111"
-	code, body := e.do("admin", "POST", "/v1/credentials", `{"name":"api-token","kind":"bearer","secret":"`+secret+`"}`)
+	code, body := e.do("admin", "POST", "/v1/credentials", `{"targets":["https://app.example.com/"],"name":"api-token","kind":"bearer","secret":"`+secret+`"}`)
 	if code != http.StatusCreated {
 		t.Fatalf("POST = %d %s", code, body)
 	}
@@ -131,7 +131,7 @@ func TestCredentialsWriteOnly(t *testing.T) {
 
 	const basicSecret = "b4sic pass\r\nword"
 	if code, body := e.do("operator", "POST", "/v1/credentials",
-		`{"name":"portal","kind":"basic","username":"scanner","secret":"b4sic pass\r\nword"}`); code != http.StatusCreated {
+		`{"targets":["https://app.example.com/"],"name":"portal","kind":"basic","username":"scanner","secret":"b4sic pass\r\nword"}`); code != http.StatusCreated {
 		t.Fatalf("operator POST = %d %s", code, body)
 	}
 
@@ -156,7 +156,7 @@ func TestCredentialsWriteOnly(t *testing.T) {
 
 	// Replace through PUT keeps the id and changes the secret.
 	const secret2 = "tok-Repl4ced-222333"
-	code, body = e.do("operator", "PUT", "/v1/credentials/api-token", `{"kind":"bearer","secret":"`+secret2+`"}`)
+	code, body = e.do("operator", "PUT", "/v1/credentials/api-token", `{"targets":["https://app.example.com/"],"kind":"bearer","secret":"`+secret2+`"}`)
 	if code != http.StatusOK || !strings.Contains(body, w.ID) || leaks(body, secret2) {
 		t.Fatalf("PUT = %d %s", code, body)
 	}
@@ -164,10 +164,10 @@ func TestCredentialsWriteOnly(t *testing.T) {
 	if err != nil || c.Secret.Reveal() != secret2 {
 		t.Fatalf("after PUT: %v", err)
 	}
-	if code, body := e.do("admin", "PUT", "/v1/credentials/new-one", `{"kind":"cookie","secret":"sid=zz99"}`); code != http.StatusCreated {
+	if code, body := e.do("admin", "PUT", "/v1/credentials/new-one", `{"targets":["https://app.example.com/"],"kind":"cookie","secret":"sid=zz99"}`); code != http.StatusCreated {
 		t.Fatalf("PUT new = %d %s", code, body)
 	}
-	if code, body := e.do("admin", "POST", "/v1/credentials", `{"name":"api-token","kind":"bearer","secret":"x-`+secret+`"}`); code != http.StatusConflict || leaks(body, secret) {
+	if code, body := e.do("admin", "POST", "/v1/credentials", `{"targets":["https://app.example.com/"],"name":"api-token","kind":"bearer","secret":"x-`+secret+`"}`); code != http.StatusConflict || leaks(body, secret) {
 		t.Fatalf("POST duplicate = %d %s", code, body)
 	}
 
@@ -194,7 +194,7 @@ func TestCredentialsWriteOnly(t *testing.T) {
 func TestCredentialsAuth(t *testing.T) {
 	t.Parallel()
 	e := newCredTestEnv(t)
-	body := `{"name":"x","kind":"bearer","secret":"tok-abc"}`
+	body := `{"targets":["https://app.example.com/"],"name":"x","kind":"bearer","secret":"tok-abc"}`
 	tests := []struct {
 		role, method, path, body string
 		want                     int
@@ -227,15 +227,15 @@ func TestCredentialsInvalid(t *testing.T) {
 		field      string
 		secret     string
 	}{
-		{"CRLF in header value", `{"name":"gw","kind":"header","header_name":"X-Key","secret":"v4lue-abc\r\nHost: evil"}`, 422, "secret", "v4lue-abc"},
-		{"LF in bearer", `{"name":"t","kind":"bearer","secret":"tok-qq77\nX-Evil: 1"}`, 422, "secret", "tok-qq77"},
-		{"bad kind", `{"name":"t","kind":"oauth","secret":"tok-zz88"}`, 422, "kind", "tok-zz88"},
-		{"bad name", `{"name":"a/b","kind":"bearer","secret":"tok-yy66"}`, 422, "name", "tok-yy66"},
-		{"placeholder", `{"name":"t","kind":"bearer","secret":"[REDACTED]"}`, 422, "secret", ""},
-		{"unknown field", `{"name":"t","kind":"bearer","secret":"tok-ww55","password":"x"}`, 400, "", "tok-ww55"},
-		{"not JSON", `{"name":"t","secret":"tok-vv44"`, 400, "", "tok-vv44"},
-		{"secret not a string", `{"name":"t","kind":"bearer","secret":12345678}`, 400, "", "12345678"},
-		{"two values", `{"name":"t","kind":"bearer","secret":"tok-uu33"} {}`, 400, "", "tok-uu33"},
+		{"CRLF in header value", `{"targets":["https://app.example.com/"],"name":"gw","kind":"header","header_name":"X-Key","secret":"v4lue-abc\r\nHost: evil"}`, 422, "secret", "v4lue-abc"},
+		{"LF in bearer", `{"targets":["https://app.example.com/"],"name":"t","kind":"bearer","secret":"tok-qq77\nX-Evil: 1"}`, 422, "secret", "tok-qq77"},
+		{"bad kind", `{"targets":["https://app.example.com/"],"name":"t","kind":"oauth","secret":"tok-zz88"}`, 422, "kind", "tok-zz88"},
+		{"bad name", `{"targets":["https://app.example.com/"],"name":"a/b","kind":"bearer","secret":"tok-yy66"}`, 422, "name", "tok-yy66"},
+		{"placeholder", `{"targets":["https://app.example.com/"],"name":"t","kind":"bearer","secret":"[REDACTED]"}`, 422, "secret", ""},
+		{"unknown field", `{"targets":["https://app.example.com/"],"name":"t","kind":"bearer","secret":"tok-ww55","password":"x"}`, 400, "", "tok-ww55"},
+		{"not JSON", `{"targets":["https://app.example.com/"],"name":"t","secret":"tok-vv44"`, 400, "", "tok-vv44"},
+		{"secret not a string", `{"targets":["https://app.example.com/"],"name":"t","kind":"bearer","secret":12345678}`, 400, "", "12345678"},
+		{"two values", `{"targets":["https://app.example.com/"],"name":"t","kind":"bearer","secret":"tok-uu33"} {}`, 400, "", "tok-uu33"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,7 +254,7 @@ func TestCredentialsInvalid(t *testing.T) {
 			}
 		})
 	}
-	big := `{"name":"big","kind":"bearer","secret":"` + strings.Repeat("A", 70<<10) + `"}`
+	big := `{"targets":["https://app.example.com/"],"name":"big","kind":"bearer","secret":"` + strings.Repeat("A", 70<<10) + `"}`
 	if code, out := e.do("admin", "POST", "/v1/credentials", big); code != http.StatusRequestEntityTooLarge || len(out) > 1024 {
 		t.Fatalf("oversized POST = %d (%d bytes)", code, len(out))
 	}
@@ -278,7 +278,7 @@ func TestCredentialsNeedKeyring(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := api.New(api.Options{Auth: credTestAuth{st}, Store: st})
-	req := httptest.NewRequestWithContext(t.Context(), "POST", "/v1/credentials", strings.NewReader(`{"name":"x","kind":"bearer","secret":"t"}`))
+	req := httptest.NewRequestWithContext(t.Context(), "POST", "/v1/credentials", strings.NewReader(`{"targets":["https://app.example.com/"],"name":"x","kind":"bearer","secret":"t"}`))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	rec := httptest.NewRecorder()
 	srv.ServeHTTP(rec, req)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/starpipe/starpipe/credentials"
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
@@ -91,7 +93,11 @@ func writeScheduleError(w http.ResponseWriter, field, msg string) {
 
 // decodeSchedule reads and validates a schedule body. pathName, when set,
 // is the name in the URL, which the body must repeat or leave out.
-func decodeSchedule(w http.ResponseWriter, r *http.Request, pathName string) (spec.Schedule, bool) {
+//
+// Validation applies the admin's bounds (Options.SchedulePolicy) and then
+// spec.Admit: an operator may choose targets, analysers by name and
+// credentials by name, only within what the configuration allows.
+func (s *Server) decodeSchedule(w http.ResponseWriter, r *http.Request, pathName string) (spec.Schedule, bool) {
 	body := http.MaxBytesReader(w, r.Body, maxScheduleBody)
 	raw, err := readJSONObject(body)
 	if err != nil {
@@ -117,7 +123,11 @@ func decodeSchedule(w http.ResponseWriter, r *http.Request, pathName string) (sp
 			return spec.Schedule{}, false
 		}
 	}
-	sp, err := spec.DecodeJSON(strings.NewReader(string(raw)))
+	opts := s.schedulePolicy()
+	sp, err := spec.DecodeJSON(strings.NewReader(string(raw)), opts)
+	if err == nil {
+		err = spec.Admit(r.Context(), sp, opts)
+	}
 	if err != nil {
 		var fe *spec.FieldError
 		var typ *json.UnmarshalTypeError
@@ -129,8 +139,14 @@ func decodeSchedule(w http.ResponseWriter, r *http.Request, pathName string) (sp
 		case strings.Contains(err.Error(), "json: unknown field "):
 			_, f, _ := strings.Cut(err.Error(), "json: unknown field ")
 			writeScheduleError(w, strings.Trim(f, `"`), "unknown field "+f)
-		default:
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "the request ended before the schedule was checked")
+		case strings.HasPrefix(err.Error(), "decoding schedule"):
 			writeScheduleError(w, "", err.Error())
+		default:
+			// Admit's look-ups failed (the database is unreachable): not
+			// the client's fault.
+			s.scheduleFailed(w, "checking schedule", sp.Name, err)
 		}
 		return spec.Schedule{}, false
 	}
@@ -162,6 +178,17 @@ func mergeName(raw json.RawMessage, name string) map[string]json.RawMessage {
 	}
 	m["name"], _ = json.Marshal(name)
 	return m
+}
+
+// schedulePolicy returns the options schedules are validated with: the
+// configured ones, with the store as the credential look-up when none is
+// given.
+func (s *Server) schedulePolicy() spec.Options {
+	opts := s.opt.SchedulePolicy
+	if opts.Credentials == nil && s.opt.Store != nil {
+		opts.Credentials = credentials.ScopeLookup{St: s.opt.Store}
+	}
+	return opts
 }
 
 func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
@@ -207,7 +234,7 @@ func (s *Server) writeSchedule(w http.ResponseWriter, status int, sc store.Sched
 }
 
 func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
-	sp, ok := decodeSchedule(w, r, "")
+	sp, ok := s.decodeSchedule(w, r, "")
 	if !ok {
 		return
 	}
@@ -228,7 +255,7 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	sp, ok := decodeSchedule(w, r, name)
+	sp, ok := s.decodeSchedule(w, r, name)
 	if !ok {
 		return
 	}

@@ -5,11 +5,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/starpipe/starpipe/api"
+	"github.com/starpipe/starpipe/internal/netpolicy"
+	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
 )
@@ -32,7 +35,10 @@ func newSchedEnv(t *testing.T) *schedEnv {
 		}
 		e.tokens[role] = tok
 	}
-	e.srv = api.New(api.Options{Auth: credTestAuth{st}, Store: st})
+	// The demo's bounds: loopback targets are allowed (dev's policy).
+	e.srv = api.New(api.Options{Auth: credTestAuth{st}, Store: st, SchedulePolicy: spec.Options{
+		Network: netpolicy.New(netpolicy.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}),
+	}})
 	return e
 }
 

@@ -31,8 +31,13 @@ type Config struct {
 	Scoring         ScoringConfig   `yaml:"scoring"`
 	Vault           VaultConfig     `yaml:"vault"`
 	Scheduler       SchedulerConfig `yaml:"scheduler"`
-	Scan            ScanConfig      `yaml:"scan"`
 	Roles           []string        `yaml:"roles"`
+
+	// Analyzers are the code analysers code schedules may name, by name.
+	// They are admin configuration: the API only chooses among them.
+	Analyzers map[string]AnalyzerConfig `yaml:"analyzers"`
+	Scan      ScanConfig                `yaml:"scan"`
+	Amass     AmassConfig               `yaml:"amass"`
 }
 
 // LogConfig sets up log/slog.
@@ -94,14 +99,6 @@ type SchedulerConfig struct {
 	SchedulesFile string `yaml:"schedules_file"` // applied at start when set
 }
 
-// ScanConfig configures how the worker runs scanners.
-type ScanConfig struct {
-	// ScannerPath is the starpipe-scanner binary the worker starts for
-	// every scan: a path, or a name looked up in PATH. Empty: the one next
-	// to the starpipe executable, then the one in PATH.
-	ScannerPath string `yaml:"scanner_path"`
-}
-
 // Roles a process can run; `serve` runs all of them by default.
 const (
 	RoleAPI       = "api"
@@ -130,6 +127,7 @@ func Default() Config {
 			Concurrency: 4,
 		},
 		Scheduler: SchedulerConfig{Enabled: true},
+		Scan:      ScanConfig{AllowPublic: true},
 		Roles:     []string{RoleAPI, RoleIngest, RoleScheduler, RoleWorker},
 	}
 }
@@ -263,6 +261,7 @@ func (c *Config) Validate() error {
 	if c.Ingest.Concurrency < 1 || c.Ingest.Concurrency > 64 {
 		bad("ingest.concurrency", "must be between 1 and 64")
 	}
+	errs = append(errs, c.validateScanning()...)
 	if len(c.Roles) == 0 {
 		bad("roles", "at least one role is needed")
 	}

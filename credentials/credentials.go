@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/vault"
 )
@@ -28,14 +29,19 @@ var ErrExists = store.ErrConflict
 // and a log line without quoting.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-// Validate checks c as vault.Credential.Validate does, and also the syntax
-// of its name. Errors are *vault.CredentialError and never hold the secret.
+// Validate checks c as vault.Credential.Validate does, the syntax of its
+// name, and its targets, which every credential written from now on must
+// have (vault.Scope.Validate). Errors are *vault.CredentialError and never
+// hold the secret.
 func Validate(c vault.Credential) error {
 	if c.Name != "" && !nameRE.MatchString(c.Name) {
 		return &vault.CredentialError{Name: c.Name, Field: "name",
 			Reason: "use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"}
 	}
-	return c.Validate()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	return c.Scope().Validate(c.Name)
 }
 
 // seal validates c and seals its secret for the row id.
@@ -49,7 +55,7 @@ func seal(kr *vault.Keyring, id string, c vault.Credential) (store.CredentialRec
 	}
 	return store.CredentialRecord{
 		ID: id, Name: c.Name, Kind: string(c.Kind), Username: c.Username, HeaderName: c.HeaderName,
-		KeyID: s.KeyID, Sealed: s.String(),
+		KeyID: s.KeyID, Sealed: s.String(), Targets: c.Targets, AllowHTTP: c.AllowHTTP,
 	}, nil
 }
 
@@ -115,7 +121,11 @@ func LoadCredential(ctx context.Context, st *store.Store, kr *vault.Keyring, nam
 	c := vault.Credential{
 		ID: rec.ID, Name: rec.Name, Kind: vault.CredentialKind(rec.Kind),
 		Username: rec.Username, HeaderName: rec.HeaderName, Secret: vault.Secret(pt),
+		Targets: rec.Targets, AllowHTTP: rec.AllowHTTP,
 	}
+	// Targets are not required here: a credential stored before they
+	// existed still loads, and its empty scope permits nothing
+	// (vault.ErrNoTargets), which the scan reports.
 	if err := c.Validate(); err != nil {
 		return vault.Credential{}, fmt.Errorf("stored credential is invalid: %w", err)
 	}
@@ -132,6 +142,40 @@ type Resolver struct {
 
 // NewResolver returns a Resolver over st and kr.
 func NewResolver(st *store.Store, kr *vault.Keyring) *Resolver { return &Resolver{st: st, kr: kr} }
+
+// Scope returns where the named credential may be sent (see
+// Resolver.CredentialScope).
+func Scope(ctx context.Context, st *store.Store, name string) (vault.Scope, error) {
+	m, err := st.CredentialMetadata(ctx, name)
+	if err != nil {
+		return vault.Scope{}, err
+	}
+	return vault.Scope{Targets: m.Targets, AllowHTTP: m.AllowHTTP}, nil
+}
+
+// ScopeLookup adapts a store to schedule validation's credential look-up
+// without a keyring (the API process may run without one).
+type ScopeLookup struct{ St *store.Store }
+
+// CredentialScope is Scope, with an unknown name also wrapping
+// spec.ErrUnknownCredential.
+func (l ScopeLookup) CredentialScope(ctx context.Context, name string) (vault.Scope, error) {
+	sc, err := Scope(ctx, l.St, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return sc, fmt.Errorf("%w: %w", spec.ErrUnknownCredential, err)
+	}
+	return sc, err
+}
+
+// SetTargets validates and stores where the named credential may be sent,
+// leaving its secret untouched: the way for an admin to make a credential
+// stored before targets existed usable again.
+func SetTargets(ctx context.Context, st *store.Store, name string, sc vault.Scope, actor string) error {
+	if err := sc.Validate(name); err != nil {
+		return err
+	}
+	return st.SetCredentialTargets(ctx, name, sc.Targets, sc.AllowHTTP, actor)
+}
 
 // Credential is LoadCredential.
 func (r *Resolver) Credential(ctx context.Context, name string) (vault.Credential, error) {

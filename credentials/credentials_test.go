@@ -43,10 +43,10 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	ctx := t.Context()
 	kr := newKeyring(t, genKey(t))
 	creds := []vault.Credential{
-		{Name: "api-token", Kind: vault.KindBearer, Secret: vault.Secret("tok-Abc123.xyz")},
-		{Name: "portal", Kind: vault.KindBasic, Username: "scanner", Secret: vault.Secret("pa ss\r\nword")},
-		{Name: "gw-key", Kind: vault.KindHeader, HeaderName: "X-API-Key", Secret: vault.Secret("k-998877")},
-		{Name: "session", Kind: vault.KindCookie, Secret: vault.Secret("sid=abc123; csrf=zz9")},
+		{Name: "api-token", Kind: vault.KindBearer, Secret: vault.Secret("tok-Abc123.xyz"), Targets: testTargets},
+		{Name: "portal", Kind: vault.KindBasic, Username: "scanner", Secret: vault.Secret("pa ss\r\nword"), Targets: testTargets},
+		{Name: "gw-key", Kind: vault.KindHeader, HeaderName: "X-API-Key", Secret: vault.Secret("k-998877"), Targets: testTargets},
+		{Name: "session", Kind: vault.KindCookie, Secret: vault.Secret("sid=abc123; csrf=zz9"), Targets: testTargets},
 	}
 	ids := map[string]string{}
 	for _, c := range creds {
@@ -68,7 +68,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	}
 
 	// Replacing keeps the id, changes the secret, and is logged as an update.
-	up := vault.Credential{Name: "api-token", Kind: vault.KindBearer, Secret: vault.Secret("tok-NEW-456")}
+	up := vault.Credential{Name: "api-token", Kind: vault.KindBearer, Secret: vault.Secret("tok-NEW-456"), Targets: testTargets}
 	id, created, err := credentials.Save(ctx, st, kr, up, "bob")
 	if err != nil || created || id != ids["api-token"] {
 		t.Fatalf("Save(replace) = %q, %v, %v; want %q, false", id, created, err, ids["api-token"])
@@ -115,10 +115,13 @@ func TestValidateRejects(t *testing.T) {
 	st, _ := storetest.New(t)
 	kr := newKeyring(t, genKey(t))
 	for _, c := range []vault.Credential{
-		{Name: "bad name", Kind: vault.KindBearer, Secret: vault.Secret("tok-unique-9911")},
-		{Name: "../x", Kind: vault.KindBearer, Secret: vault.Secret("tok-unique-9922")},
-		{Name: "h", Kind: vault.KindHeader, HeaderName: "X-K", Secret: vault.Secret("v\r\nHost: evil")},
-		{Name: "e", Kind: vault.KindBearer},
+		{Name: "bad name", Kind: vault.KindBearer, Secret: vault.Secret("tok-unique-9911"), Targets: testTargets},
+		{Name: "../x", Kind: vault.KindBearer, Secret: vault.Secret("tok-unique-9922"), Targets: testTargets},
+		{Name: "h", Kind: vault.KindHeader, HeaderName: "X-K", Secret: vault.Secret("v\r\nHost: evil"), Targets: testTargets},
+		{Name: "e", Kind: vault.KindBearer, Targets: testTargets},
+		{Name: "no-targets", Kind: vault.KindBearer, Secret: vault.Secret("tok-unique-9933")},
+		{Name: "http-target", Kind: vault.KindBearer, Secret: vault.Secret("tok-unique-9944"), Targets: []string{"http://app.example.com/"}},
+		{Name: "bad-target", Kind: vault.KindBearer, Secret: vault.Secret("tok-unique-9955"), Targets: []string{"ftp://app.example.com/"}},
 	} {
 		var ce *vault.CredentialError
 		if _, _, err := credentials.Save(t.Context(), st, kr, c, "a"); !errors.As(err, &ce) {
@@ -139,8 +142,8 @@ func TestSealedBoundToRow(t *testing.T) {
 	ctx := t.Context()
 	kr := newKeyring(t, genKey(t))
 	for _, c := range []vault.Credential{
-		{Name: "low", Kind: vault.KindBearer, Secret: vault.Secret("low-priv")},
-		{Name: "high", Kind: vault.KindBearer, Secret: vault.Secret("high-priv")},
+		{Name: "low", Kind: vault.KindBearer, Secret: vault.Secret("low-priv"), Targets: testTargets},
+		{Name: "high", Kind: vault.KindBearer, Secret: vault.Secret("high-priv"), Targets: testTargets},
 	} {
 		if _, err := credentials.Create(ctx, st, kr, c, "a"); err != nil {
 			t.Fatal(err)
@@ -166,7 +169,7 @@ func TestRotate(t *testing.T) {
 	kr1 := newKeyring(t, k1)
 	names := []string{"a", "b", "c"}
 	for _, n := range names {
-		if _, err := credentials.Create(ctx, st, kr1, vault.Credential{Name: n, Kind: vault.KindBearer, Secret: vault.Secret("secret-" + n)}, "a"); err != nil {
+		if _, err := credentials.Create(ctx, st, kr1, vault.Credential{Name: n, Kind: vault.KindBearer, Secret: vault.Secret("secret-" + n), Targets: testTargets}, "a"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -207,7 +210,7 @@ func TestRotateRollsBack(t *testing.T) {
 	k1, k2 := genKey(t), genKey(t)
 	kr1 := newKeyring(t, k1)
 	for _, n := range []string{"a", "b", "zz-victim"} {
-		if _, err := credentials.Create(ctx, st, kr1, vault.Credential{Name: n, Kind: vault.KindBearer, Secret: vault.Secret("s-" + n)}, "a"); err != nil {
+		if _, err := credentials.Create(ctx, st, kr1, vault.Credential{Name: n, Kind: vault.KindBearer, Secret: vault.Secret("s-" + n), Targets: testTargets}, "a"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -240,3 +243,6 @@ func TestRotateRollsBack(t *testing.T) {
 		t.Fatal("rows changed by a failed rotation")
 	}
 }
+
+// testTargets is where the tests' credentials may be sent.
+var testTargets = []string{"https://app.example.com/"}

@@ -146,13 +146,30 @@ type Upserter interface {
 }
 
 // Apply validates every schedule (as a file: duplicate names are refused)
-// and upserts them all in one transaction, or none when any is invalid.
-// created[i] reports whether ss[i] was new.
-func Apply(ctx context.Context, st Upserter, ss []spec.Schedule, actor string) (created []bool, err error) {
+// against the admin's bounds in opts, admits each (spec.Admit: target
+// names, credential boundaries), and upserts them all in one transaction,
+// or none when any is refused. created[i] reports whether ss[i] was new.
+func Apply(ctx context.Context, st Upserter, ss []spec.Schedule, actor string, opts spec.Options) (created []bool, err error) {
 	for i := range ss {
 		ss[i].SetDefaults()
 	}
-	if err := spec.ValidateAll(ss); err != nil {
+	if err := spec.ValidateAll(ss, opts); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for i, s := range ss {
+		err := spec.Admit(ctx, s, opts)
+		var fe *spec.FieldError
+		if errors.As(err, &fe) {
+			fe.Index = i
+		} else if err != nil {
+			return nil, err
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	recs := make([]store.Schedule, len(ss))

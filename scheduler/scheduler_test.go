@@ -30,10 +30,10 @@ func addDaily(t *testing.T, st *store.Store, name string) {
 	sp := spec.Schedule{
 		Name:    name,
 		Kind:    finding.KindExternal,
-		Targets: spec.Targets{URLs: []string{"http://127.0.0.1:8081"}},
+		Targets: spec.Targets{URLs: []string{"https://shop.example.com"}},
 		Cadence: "daily@02:00",
 	}
-	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test"); err != nil {
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test", spec.Options{}); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	// Pretend the schedule was created at t0, whatever the real date.
@@ -348,7 +348,7 @@ func TestReloadOnChange(t *testing.T) {
 		sp := spec.Schedule{
 			Name:    name,
 			Kind:    finding.KindExternal,
-			Targets: spec.Targets{URLs: []string{"http://127.0.0.1:8081"}},
+			Targets: spec.Targets{URLs: []string{"https://shop.example.com"}},
 			Cadence: "@every " + d,
 		}
 		c, err := sp.CadenceOf()
@@ -359,7 +359,7 @@ func TestReloadOnChange(t *testing.T) {
 	}
 	web, every2h := every("web", "2h")
 	early, every1h := every("early", "1h")
-	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{web}, "test"); err != nil {
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{web}, "test", spec.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
@@ -367,7 +367,7 @@ func TestReloadOnChange(t *testing.T) {
 	start(t, st, clk, 0)
 	clk.AwaitTimers(t, every2h.Next(now), 1)
 
-	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{early}, "test"); err != nil {
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{early}, "test", spec.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	clk.AwaitTimers(t, every1h.Next(now), 1)
@@ -375,7 +375,7 @@ func TestReloadOnChange(t *testing.T) {
 	// Disabling it stops it from firing.
 	off := false
 	early.Enabled = &off
-	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{early}, "test"); err != nil {
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{early}, "test", spec.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	clk.AwaitTimers(t, every2h.Next(now), 2) // the first wait plus the one after this reload

@@ -23,6 +23,10 @@ type CredentialRecord struct {
 	HeaderName string // header only
 	KeyID      string // id of the master key that sealed Sealed
 	Sealed     string
+	// Targets are the URL prefixes the credential may be sent to; empty
+	// for rows stored before targets existed (sent nowhere).
+	Targets   []string
+	AllowHTTP bool
 }
 
 // CredentialMeta is what may be shown about a credential: everything but
@@ -34,6 +38,8 @@ type CredentialMeta struct {
 	Username   string     `json:"username,omitempty"`
 	HeaderName string     `json:"header_name,omitempty"`
 	KeyID      string     `json:"key_id"`
+	Targets    []string   `json:"targets"`
+	AllowHTTP  bool       `json:"allow_http"`
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	CreatedBy  string     `json:"created_by"`
@@ -44,9 +50,11 @@ type CredentialMeta struct {
 // from explicit fields (not from a record) so that the sealed value, and
 // anything added to records later, cannot reach the log by accident.
 type credentialAudit struct {
-	Name  string `json:"name"`
-	Kind  string `json:"kind"`
-	KeyID string `json:"key_id"`
+	Name      string   `json:"name"`
+	Kind      string   `json:"kind"`
+	KeyID     string   `json:"key_id"`
+	Targets   []string `json:"targets"`
+	AllowHTTP bool     `json:"allow_http"`
 }
 
 // PutCredential inserts rec, or replaces the credential of the same name,
@@ -66,8 +74,8 @@ func (s *Store) PutCredential(ctx context.Context, rec CredentialRecord, actor s
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
 		var before *credentialAudit
 		var old credentialAudit
-		err := tx.QueryRow(ctx, `SELECT name, kind, key_id FROM credentials WHERE name = $1 FOR UPDATE`, rec.Name).
-			Scan(&old.Name, &old.Kind, &old.KeyID)
+		err := tx.QueryRow(ctx, `SELECT name, kind, key_id, targets, allow_http FROM credentials WHERE name = $1 FOR UPDATE`, rec.Name).
+			Scan(&old.Name, &old.Kind, &old.KeyID, &old.Targets, &old.AllowHTTP)
 		switch {
 		case err == nil:
 			before = &old
@@ -77,14 +85,16 @@ func (s *Store) PutCredential(ctx context.Context, rec CredentialRecord, actor s
 		// The WHERE on the conflict branch refuses to attach a secret sealed
 		// for one id to a row with another: it would never open again.
 		err = tx.QueryRow(ctx, `
-			INSERT INTO credentials (id, name, kind, username, header_name, key_id, sealed, created_by)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			INSERT INTO credentials (id, name, kind, username, header_name, key_id, sealed, created_by, targets, allow_http)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			ON CONFLICT (name) DO UPDATE SET
 				kind = excluded.kind, username = excluded.username, header_name = excluded.header_name,
-				key_id = excluded.key_id, sealed = excluded.sealed, updated_at = now()
+				key_id = excluded.key_id, sealed = excluded.sealed, targets = excluded.targets,
+				allow_http = excluded.allow_http, updated_at = now()
 			WHERE credentials.id = excluded.id
 			RETURNING id::text, xmax = 0`,
-			rec.ID, rec.Name, rec.Kind, rec.Username, rec.HeaderName, rec.KeyID, rec.Sealed, actor).Scan(&id, &created)
+			rec.ID, rec.Name, rec.Kind, rec.Username, rec.HeaderName, rec.KeyID, rec.Sealed, actor,
+			nonNil(rec.Targets), rec.AllowHTTP).Scan(&id, &created)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrConflict
 		}
@@ -99,7 +109,7 @@ func (s *Store) PutCredential(ctx context.Context, rec CredentialRecord, actor s
 			action = "credential.created"
 		}
 		a := Activity{Actor: actor, Action: action, SubjectType: "credential", SubjectID: id,
-			After: credentialAudit{Name: rec.Name, Kind: rec.Kind, KeyID: rec.KeyID}}
+			After: credentialAudit{Name: rec.Name, Kind: rec.Kind, KeyID: rec.KeyID, Targets: nonNil(rec.Targets), AllowHTTP: rec.AllowHTTP}}
 		if before != nil {
 			a.Before = before
 		}
@@ -117,9 +127,9 @@ func (s *Store) PutCredential(ctx context.Context, rec CredentialRecord, actor s
 func (s *Store) GetCredential(ctx context.Context, name string) (CredentialRecord, error) {
 	var r CredentialRecord
 	err := s.pool.QueryRow(ctx, `
-		SELECT id::text, name, kind, username, header_name, key_id, sealed
+		SELECT id::text, name, kind, username, header_name, key_id, sealed, targets, allow_http
 		FROM credentials WHERE name = $1`, name).
-		Scan(&r.ID, &r.Name, &r.Kind, &r.Username, &r.HeaderName, &r.KeyID, &r.Sealed)
+		Scan(&r.ID, &r.Name, &r.Kind, &r.Username, &r.HeaderName, &r.KeyID, &r.Sealed, &r.Targets, &r.AllowHTTP)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return CredentialRecord{}, fmt.Errorf("credential %q: %w", name, ErrNotFound)
 	}
@@ -142,12 +152,48 @@ func (s *Store) CredentialID(ctx context.Context, name string) (string, error) {
 	return id, nil
 }
 
-const credentialMetaColumns = `id::text, name, kind, username, header_name, key_id, created_at, updated_at, created_by, rotated_at`
+const credentialMetaColumns = `id::text, name, kind, username, header_name, key_id, targets, allow_http, created_at, updated_at, created_by, rotated_at`
 
 func scanCredentialMeta(row pgx.Row) (CredentialMeta, error) {
 	var m CredentialMeta
-	err := row.Scan(&m.ID, &m.Name, &m.Kind, &m.Username, &m.HeaderName, &m.KeyID, &m.CreatedAt, &m.UpdatedAt, &m.CreatedBy, &m.RotatedAt)
+	err := row.Scan(&m.ID, &m.Name, &m.Kind, &m.Username, &m.HeaderName, &m.KeyID, &m.Targets, &m.AllowHTTP, &m.CreatedAt, &m.UpdatedAt, &m.CreatedBy, &m.RotatedAt)
 	return m, err
+}
+
+// SetCredentialTargets replaces where the named credential may be sent,
+// leaving its secret as it is, and logs the change. It is for admins (the
+// command line, which holds the database): it is how credentials stored
+// before targets existed become usable again. An unknown name is
+// ErrNotFound.
+func (s *Store) SetCredentialTargets(ctx context.Context, name string, targets []string, allowHTTP bool, actor string) error {
+	if actor == "" {
+		return fmt.Errorf("setting targets of credential %q: actor is required", name)
+	}
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		var id string
+		var before credentialAudit
+		err := tx.QueryRow(ctx, `SELECT id::text, name, kind, key_id, targets, allow_http FROM credentials WHERE name = $1 FOR UPDATE`, name).
+			Scan(&id, &before.Name, &before.Kind, &before.KeyID, &before.Targets, &before.AllowHTTP)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE credentials SET targets = $2, allow_http = $3, updated_at = now() WHERE id = $1`,
+			id, nonNil(targets), allowHTTP); err != nil {
+			return err
+		}
+		after := before
+		after.Targets, after.AllowHTTP = nonNil(targets), allowHTTP
+		_, err = s.AppendActivity(ctx, tx, Activity{Actor: actor, Action: "credential.targets_set",
+			SubjectType: "credential", SubjectID: id, Before: before, After: after})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("setting targets of credential %q: %w", name, err)
+	}
+	return nil
 }
 
 // CredentialMetadata returns what may be shown about the named credential,
@@ -194,8 +240,8 @@ func (s *Store) DeleteCredential(ctx context.Context, name, actor string) error 
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		var id string
 		var before credentialAudit
-		err := tx.QueryRow(ctx, `DELETE FROM credentials WHERE name = $1 RETURNING id::text, name, kind, key_id`, name).
-			Scan(&id, &before.Name, &before.Kind, &before.KeyID)
+		err := tx.QueryRow(ctx, `DELETE FROM credentials WHERE name = $1 RETURNING id::text, name, kind, key_id, targets, allow_http`, name).
+			Scan(&id, &before.Name, &before.Kind, &before.KeyID, &before.Targets, &before.AllowHTTP)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
 		}

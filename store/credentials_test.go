@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -24,7 +25,7 @@ func TestPutGetListDeleteCredential(t *testing.T) {
 	s, _ := storetest.New(t)
 	ctx := t.Context()
 	rec := store.CredentialRecord{ID: uuid.NewString(), Name: "portal", Kind: "basic", Username: "scanner",
-		KeyID: keyA, Sealed: fakeSealed(keyA, "SEALED-ONE")}
+		KeyID: keyA, Sealed: fakeSealed(keyA, "SEALED-ONE"), Targets: []string{"https://portal.example/"}}
 	id, created, err := s.PutCredential(ctx, rec, "alice")
 	if err != nil || !created || id != rec.ID {
 		t.Fatalf("PutCredential = %q, %v, %v", id, created, err)
@@ -41,7 +42,7 @@ func TestPutGetListDeleteCredential(t *testing.T) {
 		t.Fatalf("PutCredential(replace) = %q, %v, %v", id, created, err)
 	}
 	got, err := s.GetCredential(ctx, "portal")
-	if err != nil || got != rec {
+	if err != nil || !reflect.DeepEqual(got, rec) {
 		t.Fatalf("GetCredential = %+v, %v; want %+v", got, err, rec)
 	}
 	if _, err := s.GetCredential(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
@@ -137,5 +138,35 @@ func TestRotateCredentialsRollsBack(t *testing.T) {
 	var underB int
 	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM credentials WHERE key_id = $1 AND rotated_at IS NOT NULL`, keyB).Scan(&underB); err != nil || underB != 2 {
 		t.Fatalf("%d rows under the new key (%v)", underB, err)
+	}
+}
+
+// TestSetCredentialTargets: a row stored without targets (as every row
+// from before the targets column) gets them set without its secret
+// changing, and the change is in the activity log.
+func TestSetCredentialTargets(t *testing.T) {
+	s, _ := storetest.New(t)
+	ctx := t.Context()
+	rec := store.CredentialRecord{ID: uuid.NewString(), Name: "legacy", Kind: "bearer", KeyID: keyA, Sealed: fakeSealed(keyA, "S")}
+	if _, _, err := s.PutCredential(ctx, rec, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetCredential(ctx, "legacy")
+	if err != nil || len(got.Targets) != 0 || got.AllowHTTP {
+		t.Fatalf("GetCredential = %+v, %v; want no targets", got, err)
+	}
+	if err := s.SetCredentialTargets(ctx, "legacy", []string{"http://app.example/"}, true, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.GetCredential(ctx, "legacy")
+	if err != nil || !reflect.DeepEqual(got.Targets, []string{"http://app.example/"}) || !got.AllowHTTP || got.Sealed != rec.Sealed {
+		t.Fatalf("after SetCredentialTargets: %+v, %v", got, err)
+	}
+	m, err := s.CredentialMetadata(ctx, "legacy")
+	if err != nil || !reflect.DeepEqual(m.Targets, got.Targets) || !m.AllowHTTP {
+		t.Fatalf("CredentialMetadata = %+v, %v", m, err)
+	}
+	if err := s.SetCredentialTargets(ctx, "nope", []string{"https://x/"}, false, "admin"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown name: %v", err)
 	}
 }

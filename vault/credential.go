@@ -87,6 +87,10 @@ type Credential struct {
 	Username   string         `json:"username,omitempty"`    // basic only
 	HeaderName string         `json:"header_name,omitempty"` // header only
 	Secret     Secret         `json:"secret,omitempty"`
+	// Targets are the URL prefixes the credential may be sent to, and
+	// AllowHTTP lets it travel over plain http (see Scope).
+	Targets   []string `json:"targets,omitempty"`
+	AllowHTTP bool     `json:"allow_http,omitempty"`
 }
 
 // CredentialError reports an invalid credential. It names the field and

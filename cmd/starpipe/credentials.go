@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -32,18 +33,20 @@ with the master key (` + vault.EnvMasterKey + `, vault.key_file, or the key
 no command prints one.`,
 	}
 	cmd.PersistentFlags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
-	cmd.AddCommand(newCredentialsSetCmd(&cfgFile), newCredentialsListCmd(&cfgFile), newCredentialsDeleteCmd(&cfgFile))
+	cmd.AddCommand(newCredentialsSetCmd(&cfgFile), newCredentialsTargetsCmd(&cfgFile), newCredentialsListCmd(&cfgFile), newCredentialsDeleteCmd(&cfgFile))
 	return cmd
 }
 
 type credentialsSetFlags struct {
 	name, kind, username, headerName, secretFile string
+	targets                                      []string
+	allowHTTP                                    bool
 }
 
 func newCredentialsSetCmd(cfgFile *string) *cobra.Command {
 	var fl credentialsSetFlags
 	cmd := &cobra.Command{
-		Use:   "set --name NAME --kind KIND --secret-file FILE|-",
+		Use:   "set --name NAME --kind KIND --target URL... --secret-file FILE|-",
 		Short: "Create or replace a credential",
 		Long: `Creates the named credential, or replaces the secret and details of an
 existing one (its id, and so the schedules naming it, stay the same).
@@ -54,10 +57,16 @@ shell history and the process list. One trailing newline is dropped.
 
 Kinds: bearer (Authorization: Bearer SECRET), basic (--username; the secret
 is the password), header (--header-name; the secret is the value), cookie
-(the secret is "name=value; other=value").`,
-		Example: `  starpipe credentials set --name portal-api --kind bearer --secret-file token.txt
-  starpipe credentials set --name portal --kind basic --username scanner --secret-file -
-  starpipe credentials set --name gw --kind header --header-name X-API-Key --secret-file key.txt`,
+(the secret is "name=value; other=value").
+
+--target (repeat it, or separate with commas) names the URL prefixes the
+credential may be sent to: scheme, host and port exactly, and a path prefix
+("https://app.example.com/api" covers /api and /api/..., not /apix). A
+schedule that would send the credential elsewhere is refused. Plain http
+targets need --allow-http: the secret would cross the network in clear.`,
+		Example: `  starpipe credentials set --name portal-api --kind bearer --target https://portal.example.com/api --secret-file token.txt
+  starpipe credentials set --name portal --kind basic --username scanner --target https://portal.example.com/ --secret-file -
+  starpipe credentials set --name gw --kind header --header-name X-API-Key --target https://gw.example.com/ --secret-file key.txt`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runCredentialsSet(cmd, *cfgFile, fl)
@@ -69,7 +78,9 @@ is the password), header (--header-name; the secret is the value), cookie
 	f.StringVar(&fl.username, "username", "", "user name (basic only)")
 	f.StringVar(&fl.headerName, "header-name", "", "header name (header only)")
 	f.StringVar(&fl.secretFile, "secret-file", "", `file holding the secret, or "-" for standard input`)
-	for _, n := range []string{"name", "kind", "secret-file"} {
+	f.StringSliceVar(&fl.targets, "target", nil, "URL prefix the credential may be sent to (repeatable)")
+	f.BoolVar(&fl.allowHTTP, "allow-http", false, "allow plain http targets (the secret travels in clear)")
+	for _, n := range []string{"name", "kind", "target", "secret-file"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
@@ -82,7 +93,7 @@ func runCredentialsSet(cmd *cobra.Command, cfgFile string, fl credentialsSetFlag
 	}
 	defer clear(secret)
 	c := vault.Credential{Name: fl.name, Kind: vault.CredentialKind(fl.kind), Username: fl.username,
-		HeaderName: fl.headerName, Secret: secret}
+		HeaderName: fl.headerName, Secret: secret, Targets: fl.targets, AllowHTTP: fl.allowHTTP}
 	// Validate before touching the key or the database, for a quick answer.
 	if err := credentials.Validate(c); err != nil {
 		return err
@@ -140,6 +151,50 @@ func readSecret(cmd *cobra.Command, path string) (vault.Secret, error) {
 	return vault.Secret(b), nil
 }
 
+func newCredentialsTargetsCmd(cfgFile *string) *cobra.Command {
+	var (
+		name      string
+		targets   []string
+		allowHTTP bool
+	)
+	cmd := &cobra.Command{
+		Use:   "targets --name NAME --target URL... [--allow-http]",
+		Short: "Set where a credential may be sent, keeping its secret",
+		Long: `Replaces the URL prefixes the named credential may be sent to, without
+touching its secret. Credentials stored before targets existed have none and
+can be used by no schedule until an admin sets them here (or stores the
+credential again with set --target). This command needs the database, that
+is admin access; the API lets operators set targets only together with a new
+secret.`,
+		Example: `  starpipe credentials targets --name portal-api --target https://portal.example.com/api`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sc := vault.Scope{Targets: targets, AllowHTTP: allowHTTP}
+			if err := sc.Validate(name); err != nil {
+				return err
+			}
+			st, _, err := openConfiguredStore(cmd.Context(), *cfgFile)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := credentials.SetTargets(cmd.Context(), st, name, sc, cliActor("credentials-targets")); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "credential %s may be sent to %s\n", name, strings.Join(targets, ", "))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "credential name")
+	f.StringSliceVar(&targets, "target", nil, "URL prefix the credential may be sent to (repeatable)")
+	f.BoolVar(&allowHTTP, "allow-http", false, "allow plain http targets (the secret travels in clear)")
+	for _, n := range []string{"name", "target"} {
+		_ = cmd.MarkFlagRequired(n)
+	}
+	return cmd
+}
+
 func newCredentialsListCmd(cfgFile *string) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -167,10 +222,17 @@ func newCredentialsListCmd(cfgFile *string) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tKIND\tUSERNAME\tHEADER\tKEY ID\tUPDATED\tCREATED BY")
+			fmt.Fprintln(tw, "NAME\tKIND\tUSERNAME\tHEADER\tTARGETS\tKEY ID\tUPDATED\tCREATED BY")
 			for _, m := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Kind, dashIfEmpty(m.Username), dashIfEmpty(m.HeaderName),
-					m.KeyID, m.UpdatedAt.UTC().Format(time.RFC3339), m.CreatedBy)
+				targets := strings.Join(m.Targets, ",")
+				if m.AllowHTTP {
+					targets += " (http allowed)"
+				}
+				if len(m.Targets) == 0 {
+					targets = "NONE: unusable, set with `credentials targets`"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Kind, dashIfEmpty(m.Username), dashIfEmpty(m.HeaderName),
+					targets, m.KeyID, m.UpdatedAt.UTC().Format(time.RFC3339), m.CreatedBy)
 			}
 			return tw.Flush()
 		},

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -86,6 +87,9 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 		return err
 	}
 	defer unlock()
+	if err := devScanDefaults(&cfg, dir); err != nil {
+		return err
+	}
 
 	// Clean-up must run even though ctx is already cancelled by the signal.
 	cleanup := context.WithoutCancel(ctx)
@@ -129,19 +133,29 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 			if cfg.Scheduler.SchedulesFile != "" {
 				return nil // runDaemon applies it
 			}
+			// The example's authenticated schedule names the demo
+			// credential, which must exist (with its targets) before the
+			// schedule can be saved.
+			kr, err := loadOrCreateKeyring(dir, cfg.Vault.KeyFile)
+			if err != nil && !errors.Is(err, vault.ErrNoKey) {
+				return fmt.Errorf("load vault key: %w", err)
+			}
+			if _, err := demoToken(ctx, st, kr, filepath.Join(dir, "demo.token"), demoListen, log); err != nil {
+				return err
+			}
 			// With no schedules file of its own, dev loads the example,
 			// which is aimed at the demo target.
 			b, err := fs.ReadFile(configs.FS, "schedules.example.yaml")
 			if err != nil {
 				return err
 			}
-			return applySchedules(ctx, st, bytes.NewReader(b), "configs/schedules.example.yaml", log)
+			return applySchedules(ctx, cfg, st, bytes.NewReader(b), "configs/schedules.example.yaml", log)
 		},
 		background: func(ctx context.Context, st *store.Store, kr *vault.Keyring) error {
 			if demoListen == "" {
 				return nil
 			}
-			token, err := demoToken(ctx, st, kr, filepath.Join(dir, "demo.token"), log)
+			token, err := demoToken(ctx, st, kr, filepath.Join(dir, "demo.token"), demoListen, log)
 			if err != nil {
 				return err
 			}
@@ -159,7 +173,7 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 // demoToken returns the bearer token that opens the demo's admin area and
 // makes sure the vault holds it as credential "demo-bearer", which the
 // authenticated example schedule names.
-func demoToken(ctx context.Context, st *store.Store, kr *vault.Keyring, path string, log *slog.Logger) (string, error) {
+func demoToken(ctx context.Context, st *store.Store, kr *vault.Keyring, path, demoListen string, log *slog.Logger) (string, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		raw := make([]byte, 24)
@@ -177,16 +191,54 @@ func demoToken(ctx context.Context, st *store.Store, kr *vault.Keyring, path str
 	if kr == nil {
 		return token, nil
 	}
-	if _, err := st.CredentialID(ctx, "demo-bearer"); errors.Is(err, store.ErrNotFound) {
-		cred := vault.Credential{Name: "demo-bearer", Kind: vault.KindBearer, Secret: vault.Secret(token)}
+	// The demo target is plain http on loopback: the credential is bound
+	// to it, and nothing else.
+	if demoListen == "" {
+		demoListen = "127.0.0.1:8081"
+	}
+	scope := vault.Scope{Targets: []string{"http://" + demoListen + "/"}, AllowHTTP: true}
+	m, err := st.CredentialMetadata(ctx, "demo-bearer")
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		cred := vault.Credential{Name: "demo-bearer", Kind: vault.KindBearer, Secret: vault.Secret(token),
+			Targets: scope.Targets, AllowHTTP: scope.AllowHTTP}
 		if _, _, err := credentials.Save(ctx, st, kr, cred, "starpipe-dev"); err != nil {
 			return "", fmt.Errorf("store demo credential: %w", err)
 		}
 		log.Info("stored demo credential", "name", "demo-bearer")
-	} else if err != nil {
+	case err != nil:
 		return "", err
+	case len(m.Targets) == 0:
+		// Stored by a version before credential targets.
+		if err := credentials.SetTargets(ctx, st, "demo-bearer", scope, "starpipe-dev"); err != nil {
+			return "", fmt.Errorf("set demo credential targets: %w", err)
+		}
 	}
 	return token, nil
+}
+
+// devScanDefaults adds what the demo schedules need to the admin
+// configuration: loopback is a scan target (the demo web application),
+// and the stand-in analyser "demo-sast", written from the binary to the
+// state directory, is defined unless the configuration defines it.
+func devScanDefaults(cfg *config.Config, dir string) error {
+	cfg.Scan.AllowNetworks = append(cfg.Scan.AllowNetworks, "127.0.0.0/8", "::1")
+	if _, ok := cfg.Analyzers["demo-sast"]; ok {
+		return nil
+	}
+	b, err := fs.ReadFile(configs.FS, "demo/sast.sh")
+	if err != nil {
+		return err
+	}
+	script := filepath.Join(dir, "demo-sast.sh")
+	if err := os.WriteFile(script, b, 0o755); err != nil {
+		return fmt.Errorf("write demo analyser: %w", err)
+	}
+	if cfg.Analyzers == nil {
+		cfg.Analyzers = map[string]config.AnalyzerConfig{}
+	}
+	cfg.Analyzers["demo-sast"] = config.AnalyzerConfig{Command: []string{"sh", script}, Timeout: 15 * time.Minute}
+	return nil
 }
 
 // ensureAdminToken creates an admin token on first start and writes it where

@@ -133,10 +133,24 @@ func TestControlsCrosswalk(t *testing.T) {
 	}
 }
 
+// TestSchedulesValidateExample validates the example schedules against
+// the admin configuration: refused under the defaults (loopback targets,
+// an analyser nobody defined), valid under the bounds `starpipe dev`
+// gives the demo.
 func TestSchedulesValidateExample(t *testing.T) {
-	out, stderr, code := run(t, "", "schedules", "validate", "-f", filepath.Join("..", "..", "configs", "schedules.example.yaml"))
+	example := filepath.Join("..", "..", "configs", "schedules.example.yaml")
+	_, stderr, code := run(t, "", "schedules", "validate", "-f", example)
+	if code != 1 || !strings.Contains(stderr, "targets.urls[0]: 127.0.0.1 is loopback") || !strings.Contains(stderr, `code.analyzer: no analyser named "demo-sast"`) {
+		t.Errorf("default bounds: exit %d: %s", code, stderr)
+	}
+	cfg := filepath.Join(t.TempDir(), "dev.yaml")
+	devBounds := "analyzers:\n  demo-sast:\n    command: [sh, demo-sast.sh]\nscan:\n  allow_networks: [127.0.0.0/8]\n"
+	if err := os.WriteFile(cfg, []byte(devBounds), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := run(t, "", "schedules", "validate", "-c", cfg, "-f", example)
 	if code != 0 || !strings.Contains(out+stderr, "3 schedules valid") {
-		t.Errorf("exit %d: %s %s", code, out, stderr)
+		t.Errorf("demo bounds: exit %d: %s %s", code, out, stderr)
 	}
 }
 

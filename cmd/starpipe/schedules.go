@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
+	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
@@ -30,14 +31,14 @@ field. Files are validated as a whole: one bad schedule refuses the file,
 with the line, the field and the reason for every problem.`,
 	}
 	cmd.PersistentFlags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
-	cmd.AddCommand(newSchedulesValidateCmd(), newSchedulesApplyCmd(&cfgFile), newSchedulesListCmd(&cfgFile))
+	cmd.AddCommand(newSchedulesValidateCmd(&cfgFile), newSchedulesApplyCmd(&cfgFile), newSchedulesListCmd(&cfgFile))
 	return cmd
 }
 
 // loadSchedules reads and validates a file, printing every problem to
 // stderr; the error is then only an exit status.
-func loadSchedules(cmd *cobra.Command, file string) ([]spec.Schedule, error) {
-	ss, err := spec.LoadFile(file)
+func loadSchedules(cmd *cobra.Command, file string, opts spec.Options) ([]spec.Schedule, error) {
+	ss, err := spec.LoadFile(file, opts)
 	if err == nil {
 		return ss, nil
 	}
@@ -55,18 +56,29 @@ func plural(n int) string {
 	return "s"
 }
 
-func newSchedulesValidateCmd() *cobra.Command {
+func newSchedulesValidateCmd(cfgFile *string) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "validate -f FILE",
 		Short: "Check a schedules file without touching the database",
 		Long: `Checks a schedules file: strict YAML (unknown keys are errors), every field
-of every schedule, and unique names. Prints each schedule's next due time
+of every schedule against the daemon configuration (--config: analyzers,
+amass.wordlist_dir, scan.allow_networks), and unique names. Credentials are
+not looked up: apply does that. Prints each schedule's next due time
 on success; exits 1 listing every problem otherwise.`,
 		Example: `  starpipe schedules validate -f configs/schedules.example.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ss, err := loadSchedules(cmd, file)
+			cfg, err := config.Load(*cfgFile)
+			if err != nil {
+				return err
+			}
+			opts, err := schedulePolicy(cfg, nil)
+			if err != nil {
+				return err
+			}
+			opts.Resolver = nil // offline: names are checked on apply and at connect time
+			ss, err := loadSchedules(cmd, file, opts)
 			if err != nil {
 				return err
 			}
@@ -114,16 +126,20 @@ missed.`,
   STARPIPE_DATABASE_URL=postgres://... starpipe schedules apply -f schedules.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ss, err := loadSchedules(cmd, file)
-			if err != nil {
-				return err
-			}
-			st, _, err := openConfiguredStore(cmd.Context(), *cfgFile)
+			st, cfg, err := openConfiguredStore(cmd.Context(), *cfgFile)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			created, err := scheduler.Apply(cmd.Context(), st, ss, cliActor("schedules-apply"))
+			opts, err := schedulePolicy(cfg, st)
+			if err != nil {
+				return err
+			}
+			ss, err := loadSchedules(cmd, file, opts)
+			if err != nil {
+				return err
+			}
+			created, err := scheduler.Apply(cmd.Context(), st, ss, cliActor("schedules-apply"), opts)
 			if err != nil {
 				return withMigrateHint(err)
 			}

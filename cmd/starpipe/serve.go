@@ -131,7 +131,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 		if err != nil {
 			return fmt.Errorf("schedules file: %w", err)
 		}
-		err = applySchedules(ctx, st, r, f, log)
+		err = applySchedules(ctx, cfg, st, r, f, log)
 		r.Close()
 		if err != nil {
 			return err
@@ -206,9 +206,14 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 		return fmt.Errorf("create upload spool directory: %w", err)
 	}
 
+	schedOpts, err := schedulePolicy(cfg, st)
+	if err != nil {
+		return err
+	}
 	srv := api.New(api.Options{
 		Logger: log, Auth: storeAuth{st}, Registry: reg, Ready: ready,
 		Store: st, Catalogs: cats, Intake: intake, Keyring: keyring,
+		SchedulePolicy: schedOpts,
 	})
 	httpSrv := &http.Server{Addr: cfg.Listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -283,6 +288,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 			Submitter: intake, Credentials: creds, Ledger: st,
 			StateDir: filepath.Join(cfg.StateDir, "scan"), Templates: []string{templates}, Logger: log,
 			ScannerPath: cfg.Scan.ScannerPath,
+			Analyzers:   cfg.Analyzers, WordlistDir: cfg.Amass.WordlistDir, Network: schedOpts.Network,
 		})
 		g.Go(func() error {
 			if err := waitTopics(gctx, bcfg); err != nil {
@@ -328,12 +334,16 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger, h *hook
 
 // applySchedules validates a schedules file and upserts all of it, or
 // none when any schedule is invalid.
-func applySchedules(ctx context.Context, st *store.Store, r io.Reader, name string, log *slog.Logger) error {
-	ss, err := spec.Decode(r, name)
+func applySchedules(ctx context.Context, cfg config.Config, st *store.Store, r io.Reader, name string, log *slog.Logger) error {
+	opts, err := schedulePolicy(cfg, st)
 	if err != nil {
 		return err
 	}
-	created, err := scheduler.Apply(ctx, st, ss, "config")
+	ss, err := spec.Decode(r, name, opts)
+	if err != nil {
+		return err
+	}
+	created, err := scheduler.Apply(ctx, st, ss, "config", opts)
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", name, err)
 	}

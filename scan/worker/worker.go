@@ -28,8 +28,11 @@ import (
 	"time"
 
 	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/internal/netpolicy"
+	"github.com/starpipe/starpipe/internal/wordlist"
 	"github.com/starpipe/starpipe/scan/amass"
 	"github.com/starpipe/starpipe/scan/code"
 	"github.com/starpipe/starpipe/scan/nuclei"
@@ -87,6 +90,15 @@ type Options struct {
 	// Scanner runs the scanner jobs. Nil: a scanexec.Runner built from
 	// the fields above. Tests wrap one.
 	Scanner Scanner
+
+	// Analyzers are the admin's code analysers (config analyzers:); a
+	// code schedule names one and its command is what runs.
+	Analyzers map[string]config.AnalyzerConfig
+	// WordlistDir is amass.wordlist_dir, where amass.wordlist_name is read.
+	WordlistDir string
+	// Network says where scans may connect (scan.allow_networks); nil
+	// allows public addresses only. The probe dials through it.
+	Network *netpolicy.Policy
 }
 
 // probeTimeout bounds the name lookup and the connection that check a
@@ -278,6 +290,13 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		if headers, err = cred.Headers(); err != nil {
 			return runs, fmt.Errorf("schedule %s: credential %q: %w", sp.Name, sp.Credential, err)
 		}
+		// The credential goes only where its scope says, checked again
+		// here because the schedule may predate the credential's targets.
+		for _, t := range targets {
+			if err := cred.Scope().Permits(t.url); err != nil {
+				return runs, fmt.Errorf("schedule %s: credential %q may not be sent to %s: %w", sp.Name, sp.Credential, t.url, err)
+			}
+		}
 	}
 	if sp.Kind == finding.KindExternal && len(sp.Targets.Domains) > 0 {
 		names, runID, err := w.discover(ctx, sp)
@@ -302,7 +321,10 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		dirs[i] = absLocal(dirs[i])
 	}
 	for _, t := range targets {
-		if err := probe(ctx, t.url, sp.Amass.Resolvers); err != nil {
+		if t.discovered && len(headers) > 0 {
+			continue // a credential never goes to a name nobody checked against its scope
+		}
+		if err := probe(ctx, w.opt.Network, t.url, sp.Amass.Resolvers); err != nil {
 			if t.discovered {
 				w.log.Info("discovered target not scanned", "schedule", sp.Name, "target", t.url, "reason", err)
 				continue
@@ -337,7 +359,7 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 // probe checks that target accepts a TCP connection, looking its host up
 // with resolvers (ip or ip:port; the system's when empty), as nuclei does.
 // It contacts nothing but the target and those resolvers.
-func probe(ctx context.Context, target string, resolvers []string) error {
+func probe(ctx context.Context, policy *netpolicy.Policy, target string, resolvers []string) error {
 	u, err := url.Parse(target)
 	if err != nil || u.Hostname() == "" {
 		return fmt.Errorf("target %s: not a URL with a host", target)
@@ -362,7 +384,7 @@ func probe(ctx context.Context, target string, resolvers []string) error {
 			}
 		}
 		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
+			d := policy.Dialer(nil) // schedule-chosen resolvers are bound by the policy too
 			var err error
 			for _, s := range servers {
 				var c net.Conn
@@ -380,7 +402,7 @@ func probe(ctx context.Context, target string, resolvers []string) error {
 		}
 	}
 	errs := []error{errors.New("no address")}
-	var d net.Dialer
+	d := policy.Dialer(nil)
 	for i, a := range addrs {
 		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(a, port))
 		if err == nil {
@@ -400,14 +422,12 @@ func probe(ctx context.Context, target string, resolvers []string) error {
 func (w *Worker) discover(ctx context.Context, sp spec.Schedule) ([]string, string, error) {
 	words := sp.Amass.Wordlist
 	if sp.Amass.WordlistFile != "" {
-		b, err := os.ReadFile(sp.Amass.WordlistFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("amass wordlist: %w", err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				words = append(words, l)
-			}
+		return nil, "", fmt.Errorf("schedule %s: amass.wordlist_file is no longer read (schedules cannot read host files); use amass.wordlist_name", sp.Name)
+	}
+	if sp.Amass.WordlistName != "" {
+		var err error
+		if words, err = wordlist.Read(w.opt.WordlistDir, sp.Amass.WordlistName); err != nil {
+			return nil, "", fmt.Errorf("amass word list: %w", err)
 		}
 	}
 	var out bytes.Buffer
@@ -460,17 +480,21 @@ func (w *Worker) code(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		}
 		token = string(cred.Secret)
 	}
+	an, err := w.analyzer(sp)
+	if err != nil {
+		return nil, err
+	}
 	var runs []string
 	var errs []error
 	for _, repo := range sp.Targets.Repositories {
 		repo = absLocal(repo)
 		var out bytes.Buffer
-		// The checkout goes to the scanner's own TMPDIR (WorkDir empty).
-		// The analyser comes from the schedule for now; admin-defined
-		// analyzers will fill this job from configuration instead.
+		// The checkout goes to the scanner's own TMPDIR (WorkDir empty);
+		// the command is the admin's analyzer, never the schedule's.
 		err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindCode, Code: &code.Config{
-			Repository: repo, Command: sp.Code.Command, Token: token,
-			Timeout: time.Duration(sp.Code.Timeout), MaxOutputBytes: sp.Code.MaxOutputBytes,
+			Repository: repo, Command: an.Command, Token: token,
+			Timeout: lower(an.Timeout, time.Duration(sp.Code.Timeout)), MaxOutputBytes: lower(an.MaxOutputBytes, sp.Code.MaxOutputBytes),
+			OutputFile: an.OutputFile, Env: an.EnvList(),
 		}}, &out)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("code scan of %s: %w", code.Scope(repo), err))
@@ -487,6 +511,29 @@ func (w *Worker) code(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		runs = append(runs, id)
 	}
 	return runs, errors.Join(errs...)
+}
+
+// analyzer returns the admin-configured analyser a code schedule names.
+// The schedule's own command, if a stored schedule from before analysers
+// still has one, is never run.
+func (w *Worker) analyzer(sp spec.Schedule) (config.AnalyzerConfig, error) {
+	if len(sp.Code.Command) > 0 {
+		return config.AnalyzerConfig{}, fmt.Errorf("schedule %s: code.command is not run (schedules name an analyser); set code.analyzer to one defined in the daemon configuration", sp.Name)
+	}
+	an, ok := w.opt.Analyzers[sp.Code.Analyzer]
+	if !ok {
+		return config.AnalyzerConfig{}, fmt.Errorf("schedule %s: no analyser named %q is configured (analyzers: in the daemon configuration)", sp.Name, sp.Code.Analyzer)
+	}
+	return an, nil
+}
+
+// lower applies a schedule's own bound when it is set and tighter than the
+// analyser's; zero means "the default" on either side.
+func lower[T time.Duration | int64](configured, requested T) T {
+	if requested > 0 && (configured == 0 || requested < configured) {
+		return requested
+	}
+	return configured
 }
 
 // normaliseTargets turns host:port into a URL and drops a trailing slash,

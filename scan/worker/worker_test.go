@@ -8,8 +8,10 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,12 +24,14 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/configs"
 	"github.com/starpipe/starpipe/credentials"
 	"github.com/starpipe/starpipe/demo"
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/internal/netpolicy"
 	"github.com/starpipe/starpipe/internal/testlog"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
@@ -75,6 +79,8 @@ type harness struct {
 	wk  *worker.Worker
 	clk *fakeClock
 	log *slog.Logger
+	// schedOpts are the admin bounds the harness's schedules are saved with.
+	schedOpts spec.Options
 }
 
 func newHarness(t *testing.T) *harness {
@@ -118,7 +124,10 @@ func newHarness(t *testing.T) *harness {
 		Submitter: intake, Credentials: credentials.NewResolver(h.st, h.kr), Ledger: h.st,
 		StateDir: t.TempDir(), Templates: []string{extractTemplates(t)}, Logger: h.log,
 		ScannerPath: scanexectest.Binary(t),
+		Analyzers:   testAnalyzers, Network: loopbackPolicy,
 	})
+	h.schedOpts = spec.Options{Analyzers: slices.Collect(maps.Keys(testAnalyzers)), Network: loopbackPolicy,
+		Credentials: credentials.ScopeLookup{St: h.st}}
 
 	runOpts := bus.RunOptions{DLQ: prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second}
 	h.background("relay", func(ctx context.Context) error {
@@ -177,9 +186,9 @@ func extractTemplates(t *testing.T) string {
 }
 
 // saveCredential stores a bearer credential in the vault.
-func (h *harness) saveCredential(name, token string) {
+func (h *harness) saveCredential(name, token string, targets ...string) {
 	h.t.Helper()
-	c := vault.Credential{Name: name, Kind: vault.KindBearer, Secret: vault.Secret(token)}
+	c := vault.Credential{Name: name, Kind: vault.KindBearer, Secret: vault.Secret(token), Targets: targets, AllowHTTP: true}
 	if _, _, err := credentials.Save(h.ctx, h.st, h.kr, c, "test"); err != nil {
 		h.t.Fatalf("saving credential %s: %v", name, err)
 	}
@@ -195,7 +204,7 @@ func schedule(name string, kind finding.ScanKind) spec.Schedule {
 // time, once the scheduler is waiting for it.
 func (h *harness) startScheduler(ss ...spec.Schedule) time.Time {
 	h.t.Helper()
-	if _, err := scheduler.Apply(h.ctx, h.st, ss, "test"); err != nil {
+	if _, err := scheduler.Apply(h.ctx, h.st, ss, "test", h.schedOpts); err != nil {
 		h.t.Fatalf("applying schedules: %v", err)
 	}
 	// The present, not a fixed date: the schedules owe runs from their
@@ -442,8 +451,8 @@ func TestAuthenticatedScan(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	srv := demoTarget(t)
-	h.saveCredential("shop-admin", rightToken)
-	h.saveCredential("shop-stale", wrongToken)
+	h.saveCredential("shop-admin", rightToken, srv.URL+"/")
+	h.saveCredential("shop-stale", wrongToken, srv.URL+"/app")
 	right := schedule("auth-right", finding.KindAuthenticated)
 	right.Targets.URLs = []string{srv.URL}
 	right.Credential = "shop-admin"
@@ -709,10 +718,10 @@ func TestCodeScan(t *testing.T) {
 	repo := newRepo(t)
 	ok := schedule("code", finding.KindCode)
 	ok.Targets.Repositories = []string{repo}
-	ok.Code.Command = []string{"sh", "-c", "cat findings.sarif"}
+	ok.Code.Analyzer = "cat-sarif"
 	bad := schedule("code-broken", finding.KindCode)
 	bad.Targets.Repositories = []string{repo}
-	bad.Code.Command = []string{"sh", "-c", "exit 2"}
+	bad.Code.Analyzer = "fail"
 	h.fire(h.startScheduler(ok, bad))
 
 	scope := code.Scope(repo)
@@ -768,7 +777,7 @@ func TestCodeScan(t *testing.T) {
 // schedule, when not nil).
 func claim(t *testing.T, st *store.Store, sp spec.Schedule, specJSON []byte) (int64, bus.Message) {
 	t.Helper()
-	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test"); err != nil {
+	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test", spec.Options{Analyzers: slices.Collect(maps.Keys(testAnalyzers))}); err != nil {
 		t.Fatal(err)
 	}
 	due := time.Now().Add(time.Minute).Truncate(time.Minute)
@@ -799,7 +808,7 @@ func TestUnreadableSpec(t *testing.T) {
 	st, _ := storetest.New(t)
 	sp := schedule("odd", finding.KindCode)
 	sp.Targets.Repositories = []string{"/nonexistent"}
-	sp.Code.Command = []string{"true"}
+	sp.Code.Analyzer = "true"
 	_, msg := claim(t, st, sp, []byte(`"not a schedule"`))
 	wk := worker.New(worker.Options{Ledger: st, StateDir: t.TempDir(), Logger: testLogger(t)})
 	if err := wk.Handle(t.Context(), msg); !bus.IsPoison(err) {
@@ -839,11 +848,12 @@ func TestAbandonedWhileRunning(t *testing.T) {
 	repo := newRepo(t)
 	sp := schedule("slow", finding.KindCode)
 	sp.Targets.Repositories = []string{repo}
-	sp.Code.Command = []string{"sh", "-c", "cat findings.sarif"}
+	sp.Code.Analyzer = "cat-sarif"
 	id, msg := claim(t, st, sp, nil)
 	wk := worker.New(worker.Options{
 		Submitter: abandoningIntake{pipeline.NewIntake(st, 64<<20, t.TempDir(), nil), st, id},
 		Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t), ScannerPath: scanexectest.Binary(t),
+		Analyzers: testAnalyzers,
 	})
 	if err := wk.Handle(t.Context(), msg); err != nil {
 		t.Fatalf("Handle = %v, want nil", err)
@@ -856,6 +866,18 @@ func TestAbandonedWhileRunning(t *testing.T) {
 		t.Fatalf("ledger %+v, want the abandoned row kept", es)
 	}
 }
+
+// testAnalyzers stand in for the admin's analyzers: section.
+var testAnalyzers = map[string]config.AnalyzerConfig{
+	"cat-sarif": {Command: []string{"sh", "-c", "cat findings.sarif"}},
+	"fail":      {Command: []string{"sh", "-c", "exit 2"}},
+	"true":      {Command: []string{"true"}},
+}
+
+// loopbackPolicy lets scans reach the tests' loopback targets.
+var loopbackPolicy = netpolicy.New(netpolicy.Options{Allow: []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
+}})
 
 // testLogger sends warnings and errors (and info with -v) to the test log.
 func testLogger(t *testing.T) *slog.Logger {

@@ -23,21 +23,21 @@ type file struct {
 }
 
 // LoadFile reads and validates a schedules file.
-func LoadFile(path string) ([]Schedule, error) {
+func LoadFile(path string, opts Options) ([]Schedule, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening schedules file: %w", err)
 	}
 	defer f.Close()
-	return Decode(f, path)
+	return Decode(f, path, opts)
 }
 
 // Decode reads a schedules file (`schedules: [...]`) strictly, applies
 // defaults and validates every schedule. name labels errors (a path, or
-// empty). Problems come back joined with errors.Join, each a *FieldError
+// empty); opts carry the admin's bounds (see Validate). Problems come back joined with errors.Join, each a *FieldError
 // with its line where one is known; YAML syntax errors are returned as the
 // YAML parser reports them.
-func Decode(r io.Reader, name string) ([]Schedule, error) {
+func Decode(r io.Reader, name string, opts Options) ([]Schedule, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", label(name), err)
@@ -81,7 +81,7 @@ func Decode(r io.Reader, name string) ([]Schedule, error) {
 	for i := range f.Schedules {
 		f.Schedules[i].SetDefaults()
 	}
-	fes := validateAll(f.Schedules)
+	fes := validateAll(f.Schedules, opts)
 	if len(fes) == 0 {
 		return f.Schedules, nil
 	}
@@ -98,7 +98,7 @@ func Decode(r io.Reader, name string) ([]Schedule, error) {
 
 // DecodeJSON reads one schedule as the API receives it: unknown fields are
 // errors, defaults are applied, and the schedule is validated.
-func DecodeJSON(r io.Reader) (Schedule, error) {
+func DecodeJSON(r io.Reader, opts Options) (Schedule, error) {
 	var s Schedule
 	dec := json.NewDecoder(io.LimitReader(r, maxFileSize))
 	dec.DisallowUnknownFields()
@@ -109,7 +109,7 @@ func DecodeJSON(r io.Reader) (Schedule, error) {
 		return Schedule{}, errors.New("decoding schedule: unexpected data after the schedule object")
 	}
 	s.SetDefaults()
-	if err := s.Validate(); err != nil {
+	if err := s.Validate(opts); err != nil {
 		return Schedule{}, err
 	}
 	return s, nil

@@ -20,13 +20,13 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte("schedules:\n  - {name: a, kind: external, targets: {domains: [a.example]}, cadence: '@daily'}\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		ss, err := Decode(bytes.NewReader(in), "fuzz.yaml")
+		ss, err := Decode(bytes.NewReader(in), "fuzz.yaml", testOptions)
 		if err != nil {
 			_ = err.Error() // formatting every error must not panic either
 			return
 		}
 		for _, s := range ss {
-			if err := s.Validate(); err != nil {
+			if err := s.Validate(testOptions); err != nil {
 				t.Fatalf("Decode accepted an invalid schedule: %v", err)
 			}
 			if _, err := s.CadenceOf(); err != nil {
@@ -36,7 +36,7 @@ func FuzzDecode(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := DecodeJSON(bytes.NewReader(b)); err != nil {
+			if _, err := DecodeJSON(bytes.NewReader(b), testOptions); err != nil {
 				t.Fatalf("JSON round trip of %s: %v", b, err)
 			}
 		}

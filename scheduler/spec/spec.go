@@ -68,7 +68,12 @@ type NucleiSettings struct {
 
 // AmassSettings tune subdomain discovery for external scans of domains.
 type AmassSettings struct {
-	Wordlist     []string `json:"wordlist,omitempty" yaml:"wordlist,omitempty"`
+	Wordlist []string `json:"wordlist,omitempty" yaml:"wordlist,omitempty"`
+	// WordlistName names a file in the admin's amass.wordlist_dir (a
+	// bare file name).
+	WordlistName string `json:"wordlist_name,omitempty" yaml:"wordlist_name,omitempty"`
+	// WordlistFile is refused: a schedule must not read host files. It is
+	// decoded only so that the refusal names the field.
 	WordlistFile string   `json:"wordlist_file,omitempty" yaml:"wordlist_file,omitempty"`
 	Resolvers    []string `json:"resolvers,omitempty" yaml:"resolvers,omitempty"`
 	Passive      bool     `json:"passive,omitempty" yaml:"passive,omitempty"`
@@ -78,9 +83,16 @@ type AmassSettings struct {
 
 // CodeSettings say how a code scan runs its analyser.
 type CodeSettings struct {
-	// Command is the analyser's argv, run without a shell in the checked
-	// out repository; it must write SARIF to standard output.
-	Command        []string `json:"command,omitempty" yaml:"command,omitempty"`
+	// Analyzer names one of the analysers an admin defined in the daemon
+	// configuration (analyzers:); that entry holds the command.
+	Analyzer string `json:"analyzer,omitempty" yaml:"analyzer,omitempty"`
+	// Command is refused: schedules name an analyser, they do not carry
+	// programs. It is decoded only so that the refusal names the field
+	// (and stored schedules from before analyzers still load, to fail
+	// with that reason when they fire).
+	Command []string `json:"command,omitempty" yaml:"command,omitempty"`
+	// Timeout and MaxOutputBytes may lower the analyser's configured
+	// bounds, never raise them.
 	Timeout        Duration `json:"timeout,omitzero" yaml:"timeout,omitempty"`
 	MaxOutputBytes int64    `json:"max_output_bytes,omitempty" yaml:"max_output_bytes,omitempty"`
 }
@@ -90,11 +102,11 @@ func (n NucleiSettings) isZero() bool {
 }
 
 func (a AmassSettings) isZero() bool {
-	return len(a.Wordlist)+len(a.Resolvers) == 0 && a.WordlistFile == "" && !a.Passive && !a.Recursive && !a.Alterations
+	return len(a.Wordlist)+len(a.Resolvers) == 0 && a.WordlistFile == "" && a.WordlistName == "" && !a.Passive && !a.Recursive && !a.Alterations
 }
 
 func (c CodeSettings) isZero() bool {
-	return len(c.Command) == 0 && c.Timeout == 0 && c.MaxOutputBytes == 0
+	return c.Analyzer == "" && len(c.Command) == 0 && c.Timeout == 0 && c.MaxOutputBytes == 0
 }
 
 // Duration is a time.Duration written as a Go duration string ("10m",

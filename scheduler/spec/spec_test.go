@@ -14,7 +14,7 @@ import (
 )
 
 func TestLoadGood(t *testing.T) {
-	ss, err := LoadFile(filepath.Join("testdata", "good.yaml"))
+	ss, err := LoadFile(filepath.Join("testdata", "good.yaml"), testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestLoadGood(t *testing.T) {
 		t.Fatalf("authenticated schedule decoded as %+v", auth)
 	}
 	if time.Duration(code.Code.Timeout) != 30*time.Minute || code.Code.MaxOutputBytes != 64<<20 ||
-		strings.Join(code.Code.Command, " ") != "gosec -fmt sarif ./..." || code.IsEnabled() {
+		code.Code.Analyzer != "gosec" || code.IsEnabled() {
 		t.Fatalf("code schedule decoded as %+v", code)
 	}
 	if month.Timezone != "UTC" || !month.IsEnabled() {
@@ -60,7 +60,7 @@ func TestLoadGood(t *testing.T) {
 }
 
 func TestLoadBad(t *testing.T) {
-	_, err := LoadFile(filepath.Join("testdata", "bad.yaml"))
+	_, err := LoadFile(filepath.Join("testdata", "bad.yaml"), testOptions)
 	if err == nil {
 		t.Fatal("bad.yaml loaded without error")
 	}
@@ -78,7 +78,7 @@ func TestLoadBad(t *testing.T) {
 		{5, "ext-with-cred", "credential", "only authenticated scans use a credential", 30},
 		{6, "bad-url", "targets.urls[1]", `scheme "ftp" not supported (use http or https)`, 38},
 		{7, "url-userinfo", "targets.urls[0]", "user info in URLs is not allowed", 44},
-		{8, "code-no-command", "code.command", "a code scan needs a command", 47},
+		{8, "code-no-command", "code.analyzer", "a code scan names the analyser to run", 47},
 		{9, "code-dash-repo", "targets.repositories[0]", "starts with '-'", 56},
 		{10, "code-ext-repo", "targets.repositories[0]", "transport::address", 63},
 		{11, "bad-control", "controls[1]", `"tvm-7" is not a CCM control id like TVM-07`, 71},
@@ -121,7 +121,7 @@ func TestLoadBad(t *testing.T) {
 }
 
 func TestLoadBadKeys(t *testing.T) {
-	_, err := LoadFile(filepath.Join("testdata", "bad-keys.yaml"))
+	_, err := LoadFile(filepath.Join("testdata", "bad-keys.yaml"), testOptions)
 	if err == nil {
 		t.Fatal("bad-keys.yaml loaded without error")
 	}
@@ -162,13 +162,13 @@ func TestDecodeFileShape(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Decode(strings.NewReader(tt.in), "")
+			_, err := Decode(strings.NewReader(tt.in), "", testOptions)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Decode error = %v, want %q", err, tt.want)
 			}
 		})
 	}
-	ss, err := Decode(strings.NewReader("# nothing yet\n"), "empty.yaml")
+	ss, err := Decode(strings.NewReader("# nothing yet\n"), "empty.yaml", testOptions)
 	if err != nil || len(ss) != 0 {
 		t.Fatalf("empty file: %v, %v", ss, err)
 	}
@@ -186,7 +186,7 @@ func valid(kind finding.ScanKind) Schedule {
 		s.Credential = "c"
 	case finding.KindCode:
 		s.Targets.Repositories = []string{"https://git.example.com/r.git"}
-		s.Code.Command = []string{"semgrep", "--sarif"}
+		s.Code.Analyzer = "semgrep"
 	}
 	return s
 }
@@ -218,12 +218,26 @@ func TestValidate(t *testing.T) {
 		{"authenticated with domains", auth, func(s *Schedule) { s.Targets.Domains = []string{"example.com"} }, "targets.domains", "only in external"},
 		{"code with urls", code, func(s *Schedule) { s.Targets.URLs = []string{"https://x.example"} }, "targets.urls", "repositories only"},
 		{"code no repos", code, func(s *Schedule) { s.Targets.Repositories = nil }, "targets.repositories", "needs repositories"},
-		{"code empty program", code, func(s *Schedule) { s.Code.Command = []string{" ", "x"} }, "code.command[0]", "empty program name"},
+		{"code command refused", code, func(s *Schedule) { s.Code.Command = []string{"sh", "-c", "id"} }, "code.command", "cannot carry a command"},
+		{"code command without analyzer", code, func(s *Schedule) { s.Code.Analyzer = ""; s.Code.Command = []string{"gosec"} }, "code.command", "cannot carry a command"},
+		{"code no analyzer", code, func(s *Schedule) { s.Code.Analyzer = "" }, "code.analyzer", "names the analyser to run (configured: gosec, semgrep)"},
+		{"code unknown analyzer", code, func(s *Schedule) { s.Code.Analyzer = "sh" }, "code.analyzer", `no analyser named "sh" is configured`},
+		{"metadata url", ext, func(s *Schedule) { s.Targets.URLs = []string{"http://169.254.169.254/latest/meta-data/"} }, "targets.urls[0]", "169.254.169.254 is link-local"},
+		{"metadata v6 host:port", ext, func(s *Schedule) { s.Targets.URLs = []string{"[fd00:ec2::254]:80"} }, "targets.urls[0]", "unique local"},
+		{"loopback url", ext, func(s *Schedule) { s.Targets.URLs = []string{"http://127.0.0.1:8080"} }, "targets.urls[0]", "127.0.0.1 is loopback"},
+		{"private url", auth, func(s *Schedule) { s.Targets.URLs = []string{"https://192.168.1.10/"} }, "targets.urls[0]", "private (RFC 1918)"},
+		{"private repository", code, func(s *Schedule) { s.Targets.Repositories = []string{"https://172.16.0.3/r.git"} }, "targets.repositories[0]", "private"},
+		{"private resolver", ext, func(s *Schedule) { s.Amass.Resolvers = []string{"192.168.0.53"} }, "amass.resolvers[0]", "private"},
+		{"metadata resolver", ext, func(s *Schedule) { s.Amass.Resolvers = []string{"169.254.169.254:53"} }, "amass.resolvers[0]", "link-local"},
+		{"domain is an address", ext, func(s *Schedule) { s.Targets.Domains = []string{"169.254.169.254"} }, "targets.domains[0]", "is an IP address"},
+		{"wordlist file refused", ext, func(s *Schedule) { s.Amass.WordlistFile = "/etc/shadow" }, "amass.wordlist_file", "cannot read files from the host"},
+		{"wordlist name without dir", ext, func(s *Schedule) { s.Amass.WordlistName = "top.txt" }, "amass.wordlist_name", "no amass.wordlist_dir is configured"},
 		{"code negative timeout", code, func(s *Schedule) { s.Code.Timeout = -1 }, "code.timeout", "negative"},
-		{"code settings on external", ext, func(s *Schedule) { s.Code.Command = []string{"x"} }, "code", "only to code scans"},
+		{"code settings on external", ext, func(s *Schedule) { s.Code.Analyzer = "gosec" }, "code", "only to code scans"},
 		{"nuclei on code", code, func(s *Schedule) { s.Nuclei.Tags = []string{"cve"} }, "nuclei", "external and authenticated"},
 		{"amass without domains", ext, func(s *Schedule) { s.Targets = Targets{URLs: []string{"https://x.example"}}; s.Amass.Recursive = true }, "amass", "with targets.domains"},
-		{"amass both wordlists", ext, func(s *Schedule) { s.Amass.Wordlist = []string{"a"}; s.Amass.WordlistFile = "w.txt" }, "amass.wordlist_file", "not both"},
+		{"allowed private url", ext, func(s *Schedule) { s.Targets.URLs = []string{"http://10.1.2.3/", "[::1]:8443"} }, "", ""},
+		{"public resolver ok", ext, func(s *Schedule) { s.Amass.Resolvers = []string{"9.9.9.9", "[2620:fe::fe]:53"} }, "", ""},
 		{"amass bad resolver", ext, func(s *Schedule) { s.Amass.Resolvers = []string{"dns.google"} }, "amass.resolvers[0]", "not an IP address"},
 		{"tag with comma", ext, func(s *Schedule) { s.Nuclei.Tags = []string{"cve,rce"} }, "nuclei.tags[0]", "own item"},
 		{"duplicate domain", ext, func(s *Schedule) { s.Targets.Domains = []string{"a.example", "a.example"} }, "targets.domains[1]", "duplicate"},
@@ -250,7 +264,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := valid(tt.kind)
 			tt.mod(&s)
-			err := s.Validate()
+			err := s.Validate(testOptions)
 			if tt.field == "" {
 				if err != nil {
 					t.Fatalf("Validate = %v, want nil", err)
@@ -269,7 +283,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestJSON(t *testing.T) {
-	ss, err := LoadFile(filepath.Join("testdata", "good.yaml"))
+	ss, err := LoadFile(filepath.Join("testdata", "good.yaml"), testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +299,7 @@ func TestJSON(t *testing.T) {
 	if strings.Contains(string(b), `"nuclei"`) || strings.Contains(string(b), `"amass"`) {
 		t.Fatalf("empty settings not omitted: %s", b)
 	}
-	back, err := DecodeJSON(strings.NewReader(string(b)))
+	back, err := DecodeJSON(strings.NewReader(string(b)), testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,14 +313,14 @@ func TestJSON(t *testing.T) {
 		{`{"name":"x","kind":"external","targets":{"domains":["example.com"]},"cadence":"weekly@Fun 10:00"}`, `schedule "x": cadence: unknown day "Fun"`},
 		{`{"name":"x"} {}`, "unexpected data"},
 	} {
-		if _, err := DecodeJSON(strings.NewReader(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := DecodeJSON(strings.NewReader(tt.in), testOptions); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("DecodeJSON(%s) = %v, want %q", tt.in, err, tt.want)
 		}
 	}
 }
 
 func TestLoadFileMissing(t *testing.T) {
-	if _, err := LoadFile(filepath.Join(t.TempDir(), "none.yaml")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := LoadFile(filepath.Join(t.TempDir(), "none.yaml"), testOptions); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("LoadFile of a missing file: %v", err)
 	}
 }

@@ -69,11 +69,13 @@ const maxNameLen = 63
 // nucleiSeverities are the values nuclei's -severity flag accepts.
 var nucleiSeverities = map[string]bool{"info": true, "low": true, "medium": true, "high": true, "critical": true, "unknown": true}
 
-// Validate checks one schedule and returns the first problem as a
-// *FieldError (with Index -1), or nil.
-func (s Schedule) Validate() error {
+// Validate checks one schedule against itself and against the admin's
+// bounds in opts, and returns the first problem as a *FieldError (with
+// Index -1), or nil. It makes no look-ups; Admit does those.
+func (s Schedule) Validate(opts Options) error {
 	v := validator{s: s}
 	v.check()
+	v.checkPolicy(opts)
 	if v.err == nil {
 		return nil
 	}
@@ -83,19 +85,19 @@ func (s Schedule) Validate() error {
 // ValidateAll validates every schedule and refuses duplicate names. It
 // returns the problems (at most one per schedule, plus duplicates) joined
 // with errors.Join, each a *FieldError carrying its index.
-func ValidateAll(ss []Schedule) error {
+func ValidateAll(ss []Schedule, opts Options) error {
 	var errs []error
-	for _, fe := range validateAll(ss) {
+	for _, fe := range validateAll(ss, opts) {
 		errs = append(errs, fe)
 	}
 	return errors.Join(errs...)
 }
 
-func validateAll(ss []Schedule) []*FieldError {
+func validateAll(ss []Schedule, opts Options) []*FieldError {
 	var out []*FieldError
 	first := map[string]int{}
 	for i, s := range ss {
-		if err := s.Validate(); err != nil {
+		if err := s.Validate(opts); err != nil {
 			fe := err.(*FieldError)
 			fe.Index = i
 			out = append(out, fe)
@@ -242,14 +244,6 @@ func (v *validator) checkSettings() {
 	})
 
 	a := s.Amass
-	if len(a.Wordlist) > 0 && a.WordlistFile != "" {
-		v.bad("amass.wordlist_file", "give wordlist or wordlist_file, not both")
-	}
-	if a.WordlistFile != "" {
-		if r := plainProblem(a.WordlistFile); r != "" {
-			v.bad("amass.wordlist_file", "%s", r)
-		}
-	}
 	v.eachUnique("amass.wordlist", a.Wordlist, plainProblem)
 	v.eachUnique("amass.resolvers", a.Resolvers, func(x string) string {
 		if _, err := netip.ParseAddr(x); err == nil {
@@ -262,17 +256,9 @@ func (v *validator) checkSettings() {
 	})
 
 	c := s.Code
-	if s.Kind == finding.KindCode {
-		switch {
-		case len(c.Command) == 0:
-			v.bad("code.command", `a code scan needs a command (argv), e.g. ["gosec", "-fmt", "sarif", "./..."]`)
-		case strings.TrimSpace(c.Command[0]) == "":
-			v.bad("code.command[0]", "empty program name")
-		}
-	}
-	for i, arg := range c.Command {
-		if strings.ContainsRune(arg, 0) {
-			v.bad(fmt.Sprintf("code.command[%d]", i), "contains a NUL byte")
+	if c.Analyzer != "" {
+		if r := plainProblem(c.Analyzer); r != "" {
+			v.bad("code.analyzer", "%s", r)
 		}
 	}
 	if c.Timeout < 0 {
