@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -251,4 +252,30 @@ func (h *harness) runSanitized(runID string) sanitize.Counts {
 		h.t.Fatalf("run stats %s do not say what was sanitized", run.Stats)
 	}
 	return *stats.Sanitized
+}
+
+// TestIntakeRefusesUnstorableScope: the scope keys findings, so intake
+// refuses one PostgreSQL cannot store (400) instead of changing it; the
+// file name only names the run and is made storable.
+func TestIntakeRefusesUnstorableScope(t *testing.T) {
+	h := newHarness(t, harnessOpts{noConsumer: true})
+	data := genSARIF("synthscan", seq(0, 1))
+	for _, scope := range []string{"repo\x00x", "repo\xffx"} {
+		_, err := h.intake.Submit(h.ctx, bytes.NewReader(data), pipeline.Request{Scope: scope})
+		re, ok := errors.AsType[*pipeline.RequestError](err)
+		if !ok || re.Status != 400 {
+			t.Errorf("scope %q: got %v, want a 400 request error", scope, err)
+		}
+	}
+	run, err := h.intake.Submit(h.ctx, bytes.NewReader(data), pipeline.Request{Scope: "repo", FileName: "a\x00b.sarif"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := h.st.GetRun(h.ctx, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.FileName != "a\uFFFDb.sarif" {
+		t.Fatalf("file name stored as %q", r.FileName)
+	}
 }
