@@ -73,6 +73,9 @@ func (c *Consumer) Handle(ctx context.Context, msg bus.Message) (err error) {
 // error of class 22 (data exception: NUL, invalid encoding, a value too
 // long), 23 (integrity: a batch of a run that does not exist, a kind the
 // check refuses) or 54 (program limit: a key over the btree row limit).
+// A unique violation (23505) is the exception: store.UpsertFindings meets
+// it when a concurrent batch inserted the same finding first, and the
+// retry then updates that row.
 //
 // This is the minimal classification the parse stage needs; the store's
 // general one (permanent versus unavailable by error class) supersedes it
@@ -83,6 +86,9 @@ func refused(err error) bool {
 	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
+		return false
+	}
+	if pe.Code == "23505" || pe.Code == "23P01" { // unique, exclusion: lost a race
 		return false
 	}
 	for _, class := range []string{"22", "23", "54"} {
