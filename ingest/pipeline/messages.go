@@ -66,7 +66,9 @@ type FindingEvent struct {
 }
 
 // batcher groups findings into messages under a byte budget, so that a
-// file with huge findings still yields messages the broker accepts.
+// file with huge findings still yields messages the broker accepts. It
+// relies on parseStorable having bounded every field: one sanitised
+// finding always fits the budget on its own (see package sanitize).
 type batcher struct {
 	maxCount int
 	maxBytes int
