@@ -3,9 +3,11 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -16,7 +18,8 @@ import (
 // Handler processes one message. It returns nil once the message's effect
 // is durable (the offset is committed next), an error wrapped with Poison
 // when the message can never be processed (it goes to the DLQ), or any
-// other error to have the same message retried.
+// other error to have the same message retried. A panic is recovered and
+// handled as poison (see PanicError).
 type Handler func(ctx context.Context, msg Message) error
 
 // PoisonError marks a message that no retry can fix: undecodable, an
@@ -43,6 +46,32 @@ func IsPoison(err error) bool {
 	return ok
 }
 
+// PanicError is a handler panic that Run recovered: the value the handler
+// panicked with and the stack of its goroutine at that moment. Run treats
+// it as poison (a handler that panics on a message will panic on it
+// again), so the message goes to the DLQ and the consumer goes on.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+// Recovered wraps a value returned by recover() as a poison PanicError
+// with the current stack; call it in the deferred function that recovered.
+// Handlers that must clean up after a panic (fail the run a message
+// belongs to) recover themselves and return this; Run does the same for
+// every other handler.
+func Recovered(v any) error {
+	return Poison(&PanicError{Value: v, Stack: debug.Stack()})
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
+
+// Unwrap returns the panic value when it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
 // Headers Run adds to a message it moves to TopicDLQ. The original
 // headers are kept alongside them.
 const (
@@ -56,10 +85,16 @@ const (
 	// headers would exceed MaxMessageBytes; the value is then left out and
 	// must be read from the original topic while it is retained.
 	HeaderValueDropped = "value_dropped"
+	// HeaderPanicStack carries the stack of a handler that panicked.
+	HeaderPanicStack = "panic_stack"
 )
 
-// maxErrorHeader bounds the error text copied into the DLQ header.
-const maxErrorHeader = 2048
+// maxErrorHeader bounds the error text copied into the DLQ header, and
+// maxStackHeader the panic stack.
+const (
+	maxErrorHeader = 2048
+	maxStackHeader = 8 << 10
+)
 
 // RunOptions tune Consumer.Run. The zero value is usable.
 type RunOptions struct {
@@ -275,7 +310,7 @@ func (c *Consumer) process(ctx, work context.Context, h Handler, dlq *Producer, 
 	}
 	b.Reset()
 	for attempt := 1; ; attempt++ {
-		herr := h(work, msg)
+		herr := callHandler(work, h, msg)
 		if herr == nil {
 			commit(msg)
 			return nil
@@ -283,7 +318,11 @@ func (c *Consumer) process(ctx, work context.Context, h Handler, dlq *Producer, 
 		log := c.log.With("partition", msg.Partition, "offset", msg.Offset, "attempt", attempt)
 		if IsPoison(herr) {
 			c.metrics.incHandlerError(c.topic, c.group, "poison")
-			log.Warn("poison message, moving it to the DLQ", "error", herr)
+			if pe, ok := errors.AsType[*PanicError](herr); ok {
+				log.Error("handler panicked, moving the message to the DLQ", "error", herr, "stack", string(pe.Stack))
+			} else {
+				log.Warn("poison message, moving it to the DLQ", "error", herr)
+			}
 			if err := c.deadLetter(ctx, work, dlq, msg, herr, opts); err != nil {
 				return err
 			}
@@ -302,6 +341,18 @@ func (c *Consumer) process(ctx, work context.Context, h Handler, dlq *Producer, 
 			return err
 		}
 	}
+}
+
+// callHandler calls h and turns a panic into a poison PanicError, so that
+// one message a handler cannot cope with neither takes the process down
+// nor, once the process restarted, meets the same panic for ever.
+func callHandler(ctx context.Context, h Handler, msg Message) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = Recovered(v)
+		}
+	}()
+	return h(ctx, msg)
 }
 
 // commit stores msg's offset. A failed commit is logged and not retried:
@@ -325,6 +376,13 @@ func (c *Consumer) deadLetter(ctx, work context.Context, dlq *Producer, msg Mess
 		errText = errText[:maxErrorHeader]
 	}
 	headers[HeaderError] = errText
+	if pe, ok := errors.AsType[*PanicError](cause); ok {
+		stack := pe.Stack
+		if len(stack) > maxStackHeader {
+			stack = stack[:maxStackHeader]
+		}
+		headers[HeaderPanicStack] = string(stack)
+	}
 	headers[HeaderOriginalTopic] = msg.Topic
 	headers[HeaderOriginalPartition] = strconv.Itoa(msg.Partition)
 	headers[HeaderOriginalOffset] = strconv.FormatInt(msg.Offset, 10)

@@ -16,6 +16,7 @@ import (
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest"
 	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/ingest/sanitize"
 	"github.com/starpipe/starpipe/scoring"
 	"github.com/starpipe/starpipe/store"
 )
@@ -38,6 +39,9 @@ type Config struct {
 	BatchSize     int // findings per message at most
 	MaxBatchBytes int // encoded findings per message at most
 	SLA           store.SLA
+	// Sanitize bounds the fields of parsed records (zero: defaults); see
+	// parseStorable.
+	Sanitize sanitize.Limits
 }
 
 // Consumer handles starpipe.scan.results messages.
@@ -48,6 +52,7 @@ type Consumer struct {
 	cfg    Config
 	log    *slog.Logger
 	m      *metrics
+	parse  parseFunc // ingest.ParseReader; tests replace it
 }
 
 type metrics struct {
@@ -89,13 +94,13 @@ func NewConsumer(st *store.Store, pub Publisher, enrich Enricher, cfg Config, lo
 	if reg != nil {
 		reg.MustRegister(m.findings, m.runs, m.batchDur)
 	}
-	return &Consumer{st: st, pub: pub, enrich: enrich, cfg: cfg, log: log.With("component", "ingest"), m: m}
+	return &Consumer{st: st, pub: pub, enrich: enrich, cfg: cfg, log: log.With("component", "ingest"), m: m, parse: ingest.ParseReader}
 }
 
-// Handle processes one message. Malformed messages are poison (they go to
-// the dead-letter topic and their run fails); database and broker errors
-// are returned as they are so the caller retries.
-func (c *Consumer) Handle(ctx context.Context, msg bus.Message) error {
+// handle processes one message (Handle wraps it). Malformed messages are
+// poison (they go to the dead-letter topic and their run fails); database
+// and broker errors are returned as they are so the caller retries.
+func (c *Consumer) handle(ctx context.Context, msg bus.Message) error {
 	env, err := bus.Decode(msg.Value)
 	if err != nil {
 		return c.poison(ctx, string(msg.Key), err)
@@ -142,7 +147,7 @@ func Parallel(msg bus.Message) bool {
 // marks the error for the dead-letter topic.
 func (c *Consumer) poison(ctx context.Context, runID string, cause error) error {
 	if runID != "" {
-		if err := store.FailRun(ctx, c.st.Pool(), runID, "unprocessable message: "+cause.Error()); err != nil {
+		if err := store.FailRun(ctx, c.st.Pool(), runID, sanitize.Text("unprocessable message: "+cause.Error(), maxReason)); err != nil {
 			// A bad key is not a reason to retry a poison message forever.
 			c.log.Warn("failing run of poison message", "run_id", runID, "err", err)
 		}
@@ -184,13 +189,13 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 		Finding: func(*finding.Finding) error { return nil },
 		Asset:   func(*finding.Asset) error { return nil },
 	}
-	if _, _, err := ingest.ParseReader(ctx, bytes.NewReader(raw), format, opt, count); err != nil {
+	if _, _, err := c.parse(ctx, bytes.NewReader(raw), format, opt, count); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		c.log.Warn("run failed: unreadable artifact", "run_id", runID, "err", err)
 		c.m.runs.WithLabelValues("failed").Inc()
-		return store.FailRun(ctx, c.st.Pool(), runID, err.Error())
+		return store.FailRun(ctx, c.st.Pool(), runID, sanitize.Text(err.Error(), maxReason))
 	}
 	ok, err := c.st.StartRun(ctx, runID, in.Format)
 	if err != nil || !ok {
@@ -220,7 +225,7 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 		},
 		Asset: func(*finding.Asset) error { return nil },
 	}
-	_, stats, err := ingest.ParseReader(ctx, bytes.NewReader(raw), format, opt, sink)
+	stats, sanitized, err := c.parseStorable(ctx, bytes.NewReader(raw), format, opt, sink)
 	if err == nil {
 		err = b.emit()
 	}
@@ -230,7 +235,7 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 	return c.publish(ctx, runID, bus.TypeRunFinished, RunFinished{
 		RunID: runID, Status: "succeeded", Batches: b.seq,
 		Findings: stats.Findings, Suppressed: stats.Suppressed, NotFinding: stats.NotFindings,
-		Assets: stats.Assets, Tools: stats.Tools,
+		Assets: stats.Assets, Tools: stats.Tools, Sanitized: sanitized,
 	})
 }
 
@@ -342,6 +347,9 @@ func (c *Consumer) finishRun(ctx context.Context, p RunFinished) error {
 	stats := map[string]any{
 		"findings": p.Findings, "suppressed": p.Suppressed, "not_findings": p.NotFinding,
 		"assets": p.Assets, "tools": nonNil(p.Tools), "batches": p.Batches,
+	}
+	if p.Sanitized != nil {
+		stats["sanitized"] = p.Sanitized
 	}
 	return c.st.InTx(ctx, func(tx pgx.Tx) error {
 		prog, err := store.FinishRun(ctx, tx, p.RunID, p.Batches, stats)

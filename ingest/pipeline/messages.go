@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/starpipe/starpipe/finding"
+	"github.com/starpipe/starpipe/ingest/sanitize"
 )
 
 // The payloads below travel in bus envelopes whose types (bus.TypeRunReceived,
@@ -45,6 +45,9 @@ type RunFinished struct {
 	NotFinding int      `json:"not_findings"`
 	Assets     int      `json:"assets"`
 	Tools      []string `json:"tools,omitempty"`
+	// Sanitized counts the values the parse stage changed to make them
+	// storable (nil: none); the run's stats keep it.
+	Sanitized *sanitize.Counts `json:"sanitized,omitempty"`
 }
 
 // FindingEvent is published for every status change of a finding.
@@ -62,62 +65,10 @@ type FindingEvent struct {
 	Controls    []string `json:"controls,omitempty"`
 }
 
-// Field limits keep one finding far below the broker's message limit
-// whatever a tool wrote; the raw output stays intact in the artifact.
-const (
-	maxTextField  = 8 << 10
-	maxShortField = 1 << 10
-	maxListItems  = 64
-)
-
-// clamp truncates oversized fields in place.
-func clamp(f *finding.Finding) {
-	f.Message = truncate(f.Message, maxTextField)
-	f.Description = truncate(f.Description, maxTextField)
-	f.Title = truncate(f.Title, maxShortField)
-	f.RuleID = truncate(f.RuleID, maxShortField)
-	f.RuleName = truncate(f.RuleName, maxShortField)
-	f.Location.URI = truncate(f.Location.URI, maxShortField*2)
-	f.Location.Logical = truncate(f.Location.Logical, maxShortField)
-	f.Justification = truncate(f.Justification, maxShortField)
-	f.Signals.Vector = truncate(f.Signals.Vector, 256)
-	f.Signals.Label = truncate(f.Signals.Label, 64)
-	f.Signals.Level = truncate(f.Signals.Level, 64)
-	f.Tags = clampList(f.Tags)
-	f.References = clampList(f.References)
-	f.Evidence = clampList(f.Evidence)
-	if len(f.CVE) > maxListItems {
-		f.CVE = f.CVE[:maxListItems]
-	}
-	if len(f.CWE) > maxListItems {
-		f.CWE = f.CWE[:maxListItems]
-	}
-}
-
-func clampList(xs []string) []string {
-	if len(xs) > maxListItems {
-		xs = xs[:maxListItems]
-	}
-	for i := range xs {
-		xs[i] = truncate(xs[i], maxShortField)
-	}
-	return xs
-}
-
-// truncate cuts s to at most n bytes on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
-
 // batcher groups findings into messages under a byte budget, so that a
-// file with huge findings still yields messages the broker accepts.
+// file with huge findings still yields messages the broker accepts. It
+// relies on parseStorable having bounded every field: one sanitised
+// finding always fits the budget on its own (see package sanitize).
 type batcher struct {
 	maxCount int
 	maxBytes int
@@ -129,7 +80,6 @@ type batcher struct {
 }
 
 func (b *batcher) add(f *finding.Finding) error {
-	clamp(f)
 	raw, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("encode finding %s: %w", f.Fingerprint, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest"
+	"github.com/starpipe/starpipe/ingest/sanitize"
 	"github.com/starpipe/starpipe/scoring"
 )
 
@@ -48,6 +49,13 @@ func (r *Request) normalise(format ingest.Format) error {
 	if len(r.Scope) > 2048 {
 		return &RequestError{Status: 400, Msg: "scope is longer than 2048 bytes"}
 	}
+	// The scope keys findings: refused rather than changed, so that a
+	// finding's scope is always its run's.
+	if !sanitize.Valid(r.Scope) {
+		return &RequestError{Status: 400, Msg: "scope must be UTF-8 text without NUL characters"}
+	}
+	// The file name only names the run: made storable.
+	r.FileName = sanitize.Text(r.FileName, maxFileName)
 	if r.Kind == "" {
 		r.Kind = string(finding.KindExternal)
 		if format == ingest.FormatSARIF {
@@ -76,6 +84,9 @@ func toolOf(format ingest.Format) string {
 	}
 	return string(format)
 }
+
+// maxFileName bounds an upload's file name as stored.
+const maxFileName = 1024
 
 func tooLarge(limit int64) error {
 	return &RequestError{Status: 413, Msg: fmt.Sprintf("file too large: the limit is %d bytes (ingest.max_bytes)", limit)}
