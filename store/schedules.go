@@ -520,6 +520,9 @@ func (s *Store) MarkLedger(ctx context.Context, id int64, status string, runIDs 
 		}
 		moving := cur == LedgerPending || (cur == LedgerRunning && status != LedgerRunning)
 		if !moving {
+			if first == "" {
+				return nil
+			}
 			// Ended already: only a first run id may still be missing.
 			_, err := tx.Exec(ctx, `UPDATE schedule_ledger SET run_id = coalesce(run_id, nullif($2, '')::uuid) WHERE id = $1`, id, first)
 			return err
