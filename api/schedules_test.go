@@ -184,3 +184,75 @@ func mustLoc(t *testing.T, name string) *time.Location {
 	}
 	return loc
 }
+
+// TestLedgerShowsEveryRun: the ledger row of a due time of an external
+// schedule with domains lists the amass run and each nuclei run, with
+// their scopes and their statuses as the pipeline moves them on.
+func TestLedgerShowsEveryRun(t *testing.T) {
+	t.Parallel()
+	e := newSchedEnv(t)
+	ctx := t.Context()
+	const sched = `{"name":"estate","kind":"external","targets":{"domains":["example.test"],"urls":["http://127.0.0.1:8081"]},
+		"cadence":"daily@02:00","controls":["TVM-07"]}`
+	if code, body := e.do(store.RoleOperator, "POST", "/v1/schedules", sched); code != http.StatusCreated {
+		t.Fatalf("POST: %d %v", code, body)
+	}
+	due := time.Now().UTC().Truncate(time.Hour)
+	c, err := e.st.ClaimDue(ctx, store.ClaimRequest{Schedule: "estate", Due: due, Now: due})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type want struct{ scope, tool, status string }
+	wants := []want{
+		{"domains:example.test", "amass", "succeeded"},
+		{"http://127.0.0.1:8081", "nuclei", "succeeded"},
+		{"http://www.example.test", "nuclei", "failed"},
+	}
+	var ids []string
+	for _, w := range wants {
+		var id string
+		if err := e.st.Pool().QueryRow(ctx, `
+			INSERT INTO scan_runs (schedule_id, kind, scope, tool, format, status, error)
+			VALUES ('estate', 'external', $1, $2, $2, 'processing', NULL) RETURNING id::text`, w.scope, w.tool).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := e.st.MarkLedger(ctx, c.LedgerID, store.LedgerSucceeded, ids, ""); err != nil {
+		t.Fatal(err)
+	}
+	// The pipeline finishes the runs after the scan ended: the ledger
+	// reads their statuses as they are now.
+	for i, w := range wants {
+		if _, err := e.st.Pool().Exec(ctx, `UPDATE scan_runs SET status = $2, error = nullif($3, '') WHERE id = $1::uuid`,
+			ids[i], w.status, map[bool]string{true: "bad output"}[w.status == "failed"]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	code, body := e.do(store.RoleAuditor, "GET", "/v1/schedules/estate/ledger", "")
+	if code != http.StatusOK {
+		t.Fatalf("GET ledger: %d %v", code, body)
+	}
+	entries := body["entries"].([]any)
+	if len(entries) != 1 {
+		t.Fatalf("entries %v, want one", entries)
+	}
+	entry := entries[0].(map[string]any)
+	if entry["run_id"] != ids[0] || entry["status"] != "succeeded" {
+		t.Fatalf("entry %v, want run_id %s (the first run), succeeded", entry, ids[0])
+	}
+	runs := entry["runs"].([]any)
+	if len(runs) != len(wants) {
+		t.Fatalf("runs %v, want %d", runs, len(wants))
+	}
+	for i, w := range wants {
+		r := runs[i].(map[string]any)
+		if r["id"] != ids[i] || r["scope"] != w.scope || r["tool"] != w.tool || r["status"] != w.status {
+			t.Errorf("run %d = %v, want %s %+v", i, r, ids[i], w)
+		}
+	}
+	if e := runs[2].(map[string]any)["error"]; e != "bad output" {
+		t.Errorf("failed run's error %v", e)
+	}
+}

@@ -132,8 +132,11 @@ type Finding struct {
 	// Kept short; raw output lives in the stored artifact.
 	Evidence []string `json:"evidence,omitempty"`
 
-	// Set by mapping: the CCM controls this finding evidences.
-	Controls []ControlLink `json:"controls,omitempty"`
+	// Set by mapping: the CCM controls this finding evidences, and the
+	// hash of the mapping rules that linked them (mapping.Mapper.RulesHash),
+	// which evidence records with each sighting's links.
+	Controls     []ControlLink `json:"controls,omitempty"`
+	MappingRules string        `json:"mapping_rules,omitempty"`
 
 	SeenAt time.Time `json:"seen_at,omitzero"`
 }

@@ -41,6 +41,7 @@ type Mapper struct {
 	// active are the rules with at least one link for the returned versions,
 	// each with only those links: the per-finding loop does no filtering.
 	active []activeRule
+	hash   string // RulesHash
 }
 
 type activeRule struct {
@@ -188,6 +189,11 @@ func load(name string, data []byte, cats *Catalogs, extend bool, opts []Option) 
 	if len(m.active) == 0 {
 		return nil, &Error{File: name, Msg: fmt.Sprintf("no rule names a control for CCM %s", strings.Join(m.versions, " or "))}
 	}
+	h, err := rulesHash(spec, m)
+	if err != nil {
+		return nil, err
+	}
+	m.hash = h
 	return m, nil
 }
 
@@ -223,8 +229,12 @@ func (m *Mapper) Map(f *finding.Finding) []finding.ControlLink {
 	return m.AppendMap(nil, f)
 }
 
-// Apply sets f.Controls to Map(f).
-func (m *Mapper) Apply(f *finding.Finding) { f.Controls = m.Map(f) }
+// Apply sets f.Controls to Map(f) and f.MappingRules to RulesHash, so that
+// the links travel with the hash of the rules that made them.
+func (m *Mapper) Apply(f *finding.Finding) {
+	f.Controls = m.Map(f)
+	f.MappingRules = m.hash
+}
 
 // AppendMap appends Map(f) to dst, so that a caller mapping many findings
 // can reuse one slice.

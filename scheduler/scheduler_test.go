@@ -143,10 +143,10 @@ func requests(t *testing.T, st *store.Store) []scheduler.ScanRequest {
 
 func complete(t *testing.T, st *store.Store, id int64) {
 	t.Helper()
-	if err := scheduler.Started(t.Context(), st, id, ""); err != nil {
+	if err := scheduler.Started(t.Context(), st, id, nil); err != nil {
 		t.Fatalf("Started: %v", err)
 	}
-	if err := scheduler.Complete(t.Context(), st, id, "6f1c8c1e-8a51-4f6e-9d6b-0c6f9f4f3a11", nil); err != nil {
+	if err := scheduler.Complete(t.Context(), st, id, nil, nil); err != nil {
 		t.Fatalf("Complete: %v", err)
 	}
 }
@@ -307,13 +307,13 @@ func TestOverlapSkipped(t *testing.T) {
 	if !strings.Contains(es[1].Error, "overlaps run") {
 		t.Errorf("skipped row error %q, want it to name the overlap", es[1].Error)
 	}
-	if err := scheduler.Started(t.Context(), st, es[0].ID, ""); err != nil {
+	if err := scheduler.Started(t.Context(), st, es[0].ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	if running, err := st.RunningFor(t.Context(), "web"); err != nil || !running {
 		t.Fatalf("RunningFor = %v, %v; want true", running, err)
 	}
-	if err := scheduler.Complete(t.Context(), st, es[0].ID, "", errors.New("nuclei exited 2")); err != nil {
+	if err := scheduler.Complete(t.Context(), st, es[0].ID, nil, errors.New("nuclei exited 2")); err != nil {
 		t.Fatal(err)
 	}
 

@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -20,13 +21,14 @@ const StageTable = "findings_stage"
 // stageColumns are the columns of StageTable in COPY order. They mirror
 // findings' own columns minus what the database decides (id, status,
 // lifecycle timestamps), plus seen_at. The mapped controls travel inside
-// data, where the control_links view reads them.
+// data, where the control_links view reads them; mapping_key identifies
+// them (see mappingKey).
 var stageColumns = []string{
 	"scope", "fingerprint", "kind", "tool", "tool_version", "rule_id", "rule_name",
 	"title", "message", "description", "location", "location_uri", "cwe", "cve", "tags",
 	"cvss_version", "cvss_vector", "cvss_base", "cvss_temporal", "cvss_environmental",
 	"severity", "severity_source", "suppressed", "suppression_justification",
-	"seen_at", "data",
+	"seen_at", "data", "mapping_key",
 }
 
 // StageFindings creates the temporary table findings_stage in tx (dropped
@@ -64,7 +66,8 @@ func StageFindings(ctx context.Context, tx pgx.Tx, fs []finding.Finding, seenAt 
 			suppressed bool NOT NULL,
 			suppression_justification text,
 			seen_at timestamptz NOT NULL,
-			data jsonb NOT NULL
+			data jsonb NOT NULL,
+			mapping_key bytea
 		) ON COMMIT DROP;
 		TRUNCATE findings_stage`)
 	if err != nil {
@@ -94,6 +97,10 @@ func stageRow(f *finding.Finding, seenAt time.Time) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	key, err := mappingKey(f)
+	if err != nil {
+		return nil, err
+	}
 	seen := f.SeenAt
 	if seen.IsZero() {
 		seen = seenAt
@@ -114,8 +121,37 @@ func stageRow(f *finding.Finding, seenAt time.Time) ([]any, error) {
 		cwe, nonNil(f.CVE), nonNil(f.Tags),
 		cvssVersion, cvssVector, base, temporal, env,
 		f.Severity.String(), nullString(string(f.SeveritySource)), f.Suppressed, nullString(f.Justification),
-		seen, json.RawMessage(data),
+		seen, json.RawMessage(data), key,
 	}, nil
+}
+
+// mappingKeyFormat versions the layout mappingKey hashes.
+const mappingKeyFormat = "starpipe-control-links/1\n"
+
+// mappingKey identifies a finding's control links together with the rules
+// that made them: the SHA-256 of the rules hash and the links' JSON. It is
+// stored with the finding and with each sighting (observations), and a
+// finding's links are kept under it in control_mappings once an update
+// replaces them, so that a sighting always reads the links it was given.
+// A finding nothing mapped has no key.
+func mappingKey(f *finding.Finding) ([]byte, error) {
+	if f.MappingRules == "" && len(f.Controls) == 0 {
+		return nil, nil
+	}
+	links := f.Controls
+	if links == nil {
+		links = []finding.ControlLink{}
+	}
+	b, err := json.Marshal(links)
+	if err != nil {
+		return nil, fmt.Errorf("encoding control links: %w", err)
+	}
+	h := sha256.New()
+	h.Write([]byte(mappingKeyFormat))
+	h.Write([]byte(f.MappingRules))
+	h.Write([]byte{'\n'})
+	h.Write(b)
+	return h.Sum(nil), nil
 }
 
 func nullString(s string) any {
@@ -169,7 +205,7 @@ func UpsertFindingsBatch(ctx context.Context, tx pgx.Tx, runID string, fs []find
 // finding: the staging columns up to suppression_justification, then the
 // lifecycle columns the database would otherwise default.
 var newFindingColumns = append(append([]string{}, stageColumns[:24]...),
-	"first_seen", "last_seen", "last_run_id", "data", "status", "sla_due")
+	"first_seen", "last_seen", "last_run_id", "data", "status", "sla_due", "mapping_key")
 
 // UpsertFindings is UpsertFindingsBatch that, given sla, also sets the SLA
 // due date of the findings it inserts (SetSLA is then not needed).
@@ -187,6 +223,7 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 	type entry struct {
 		f    *finding.Finding
 		seen time.Time
+		key  any // mapping_key, set when the row is built
 	}
 	seenOf := func(f *finding.Finding) time.Time {
 		if f.SeenAt.IsZero() {
@@ -277,7 +314,9 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 			if sla != nil {
 				due = sla.due(e.f.Severity.String(), e.seen)
 			}
-			rows[i] = append(row[:24:24], e.seen, e.seen, run, row[25], "open", due)
+			rows[i] = append(row[:24:24], e.seen, e.seen, run, row[25], "open", due, row[26])
+			// The sighting is recorded under the key just written.
+			fresh[i].key = row[26]
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"findings"}, newFindingColumns, pgx.CopyFromRows(rows)); err != nil {
 			return nil, fmt.Errorf("inserting %d new findings: %w", len(rows), err)
@@ -295,9 +334,9 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 			k := freshKeys[i]
 			id := ids[k][0].(int64)
 			res = append(res, UpsertResult{ID: id, Scope: k.scope, Fingerprint: k.fp, Inserted: true, Status: "open"})
-			obs[i] = []any{run, id, e.seen}
+			obs[i] = []any{run, id, e.seen, e.key}
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"observations"}, []string{"run_id", "finding_id", "seen_at"}, pgx.CopyFromRows(obs)); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"observations"}, []string{"run_id", "finding_id", "seen_at", "mapping_key"}, pgx.CopyFromRows(obs)); err != nil {
 			return nil, fmt.Errorf("recording observations of run %s: %w", runID, err)
 		}
 	}
@@ -324,12 +363,12 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 				scope, fingerprint, kind, tool, tool_version, rule_id, rule_name, title, message, description,
 				location, location_uri, cwe, cve, tags, cvss_version, cvss_vector, cvss_base, cvss_temporal,
 				cvss_environmental, severity, severity_source, suppressed, suppression_justification,
-				first_seen, last_seen, last_run_id, data, status)
+				first_seen, last_seen, last_run_id, data, status, mapping_key)
 			SELECT
 				scope, fingerprint, kind, tool, tool_version, rule_id, rule_name, title, message, description,
 				location, location_uri, cwe, cve, tags, cvss_version, cvss_vector, cvss_base, cvss_temporal,
 				cvss_environmental, severity, severity_source, suppressed, suppression_justification,
-				seen_at, seen_at, $1::uuid, data, 'open'
+				seen_at, seen_at, $1::uuid, data, 'open', mapping_key
 			FROM batch
 			ON CONFLICT (scope, kind, fingerprint) DO UPDATE SET
 				kind = EXCLUDED.kind, tool = EXCLUDED.tool, tool_version = EXCLUDED.tool_version,
@@ -345,6 +384,9 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 				last_seen = greatest(f.last_seen, EXCLUDED.last_seen),
 				last_run_id = EXCLUDED.last_run_id,
 				data = EXCLUDED.data,
+				-- A new key makes the findings_keep_mapping trigger keep
+				-- the links it replaces, which earlier sightings refer to.
+				mapping_key = EXCLUDED.mapping_key,
 				updated_at = now()
 			RETURNING f.id, f.scope, f.kind, f.fingerprint, f.status
 		)
@@ -364,8 +406,8 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 		return nil, fmt.Errorf("upserting %d findings: %w", len(fs), err)
 	}
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO observations (run_id, finding_id, seen_at)
-		SELECT $1::uuid, f.id, max(s.seen_at)
+		INSERT INTO observations (run_id, finding_id, seen_at, mapping_key)
+		SELECT $1::uuid, f.id, max(s.seen_at), f.mapping_key
 		FROM findings_stage s JOIN findings f USING (scope, kind, fingerprint)
 		GROUP BY f.id
 		ON CONFLICT (run_id, finding_id) DO NOTHING`, runID); err != nil {

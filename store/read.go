@@ -442,10 +442,16 @@ type FindingDetail struct {
 	Controls                 []ControlLink `json:"controls"`     // shadows FindingRow.Controls: the links with their reasons
 }
 
-// Observation is one run that saw the finding: the retest evidence.
+// Observation is one run that saw the finding: the retest evidence, with
+// the control links that sighting was given and the hash of the mapping
+// rules that gave them (mapping.Mapper.RulesHash), as they were then: a
+// later rules change does not alter them. RulesHash is empty and Controls
+// nil for sightings recorded before links were kept per sighting.
 type Observation struct {
-	RunID  string    `json:"run_id" db:"run_id"`
-	SeenAt time.Time `json:"seen_at" db:"seen_at"`
+	RunID     string        `json:"run_id" db:"run_id"`
+	SeenAt    time.Time     `json:"seen_at" db:"seen_at"`
+	RulesHash string        `json:"rules_hash,omitempty" db:"rules_hash"`
+	Controls  []ControlLink `json:"controls,omitempty" db:"controls"`
 }
 
 // ControlLink is a finding's link to a CCM control, with the mapping rule
@@ -494,7 +500,8 @@ func (s *Store) GetFinding(ctx context.Context, id int64) (FindingDetail, error)
 		return FindingDetail{}, fmt.Errorf("counting observations of finding %d: %w", id, err)
 	}
 	rows, _ = s.pool.Query(ctx, `
-		SELECT run_id::text AS run_id, seen_at FROM observations WHERE finding_id = $1
+		SELECT run_id::text AS run_id, seen_at, coalesce(rules_hash, '') AS rules_hash, controls
+		FROM observation_mappings WHERE finding_id = $1
 		ORDER BY seen_at DESC, run_id LIMIT `+strconv.Itoa(maxObservations), id)
 	if d.Observations, err = pgx.CollectRows(rows, pgx.RowToStructByName[Observation]); err != nil {
 		return FindingDetail{}, fmt.Errorf("listing observations of finding %d: %w", id, err)

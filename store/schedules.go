@@ -56,18 +56,36 @@ type Schedule struct {
 	LastDue    time.Time
 }
 
-// LedgerEntry is one row of the run ledger.
+// LedgerEntry is one row of the run ledger: one due time of a schedule.
 type LedgerEntry struct {
-	ID         int64     `json:"id"`
-	Schedule   string    `json:"schedule"`
-	Due        time.Time `json:"due"`
-	Status     string    `json:"status"`
-	CatchUp    bool      `json:"catch_up"`
-	RunID      string    `json:"run_id,omitempty"`
-	ClaimedAt  time.Time `json:"claimed_at"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	Error      string    `json:"error,omitempty"`
+	ID       int64     `json:"id"`
+	Schedule string    `json:"schedule"`
+	Due      time.Time `json:"due"`
+	Status   string    `json:"status"`
+	CatchUp  bool      `json:"catch_up"`
+	// RunID is the first run the due time produced (Runs[0] when it was
+	// recorded with its runs), kept for readers of the single-run ledger.
+	RunID string `json:"run_id,omitempty"`
+	// Runs are every scan run the due time produced, in the order they
+	// were created: for an external schedule with domains, the amass
+	// discovery and then one nuclei run per target. Never nil.
+	Runs       []LedgerRun `json:"runs"`
+	ClaimedAt  time.Time   `json:"claimed_at"`
+	StartedAt  time.Time   `json:"started_at,omitzero"`
+	FinishedAt time.Time   `json:"finished_at,omitzero"`
+	Error      string      `json:"error,omitempty"`
+}
+
+// LedgerRun is one scan run of a due time, with its scope and its status as
+// the ingest pipeline keeps it (received, queued, processing, succeeded or
+// failed): the ledger row says whether the scan ran, the run whether its
+// output was stored.
+type LedgerRun struct {
+	ID     string `json:"id"`
+	Scope  string `json:"scope"`
+	Tool   string `json:"tool"`
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
 }
 
 // upsertMode says what UpsertSchedule, CreateSchedule and UpdateSchedule
@@ -455,45 +473,77 @@ func (s *Store) RecordMissed(ctx context.Context, schedule string, dues []time.T
 
 // MarkLedger records the progress of a scheduled run; the scan worker
 // calls it. status is running (sets started_at), succeeded or failed (set
-// finished_at); runID, when not empty, links the scan run it produced;
-// errText says why a run failed.
+// finished_at); runIDs are scan runs the due time produced (each an
+// existing scan_runs id), added to those already recorded; errText says
+// why a run failed.
 //
-// Replays are harmless: marking a row with the status it has, or running
-// once it has finished, changes nothing and returns nil. Changing a
-// finished row to the other outcome is ErrConflict (for example a run that
-// the scheduler gave up on as abandoned and that then succeeded); an
-// unknown id is ErrNotFound.
-func (s *Store) MarkLedger(ctx context.Context, id int64, status, runID, errText string) error {
+// The runs are recorded whatever the status does: they happened for this
+// due time, even when the row already ended otherwise. Replays are
+// harmless: marking a row with the status it has, or running once it has
+// finished, changes nothing and returns nil; a run already recorded is not
+// added twice. Changing a finished row to the other outcome is ErrConflict
+// (for example a run that the scheduler gave up on as abandoned and that
+// then succeeded); an unknown id is ErrNotFound.
+func (s *Store) MarkLedger(ctx context.Context, id int64, status string, runIDs []string, errText string) error {
 	switch status {
 	case LedgerRunning, LedgerSucceeded, LedgerFailed:
 	default:
 		return fmt.Errorf("marking ledger row %d: status %q is not running, succeeded or failed", id, status)
 	}
-	if runID != "" && !isUUID(runID) {
-		return fmt.Errorf("marking ledger row %d: run id %q is not a UUID", id, runID)
+	for _, r := range runIDs {
+		if !isUUID(r) {
+			return fmt.Errorf("marking ledger row %d: run id %q is not a UUID", id, r)
+		}
 	}
-	tag, err := s.pool.Exec(ctx, `
-		UPDATE schedule_ledger SET
-		       status = $2,
-		       run_id = coalesce(nullif($3, '')::uuid, run_id),
-		       error = coalesce(nullif($4, ''), error),
-		       started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
-		       finished_at = CASE WHEN $2 <> 'running' THEN now() ELSE finished_at END
-		WHERE id = $1 AND (status = 'pending' OR (status = 'running' AND $2 <> 'running'))`,
-		id, status, runID, errText)
-	if err != nil {
-		return fmt.Errorf("marking ledger row %d %s: %w", id, status, err)
-	}
-	if tag.RowsAffected() == 1 {
-		return nil
+	first := ""
+	if len(runIDs) > 0 {
+		first = runIDs[0]
 	}
 	var cur string
-	err = s.pool.QueryRow(ctx, `SELECT status FROM schedule_ledger WHERE id = $1`, id).Scan(&cur)
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		// The lock orders concurrent marks of one row (a redelivery racing
+		// the original) and tells an unknown id from a finished one.
+		err := tx.QueryRow(ctx, `SELECT status FROM schedule_ledger WHERE id = $1 FOR UPDATE`, id).Scan(&cur)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if len(runIDs) > 0 {
+			if _, err := tx.Exec(ctx, `
+				INSERT INTO ledger_runs (run_id, ledger_id)
+				SELECT r, $1 FROM unnest($2::uuid[]) AS r
+				ON CONFLICT (run_id) DO NOTHING`, id, runIDs); err != nil {
+				return fmt.Errorf("recording runs: %w", err)
+			}
+		}
+		moving := cur == LedgerPending || (cur == LedgerRunning && status != LedgerRunning)
+		if !moving {
+			if first == "" {
+				return nil
+			}
+			// Ended already: only a first run id may still be missing.
+			_, err := tx.Exec(ctx, `UPDATE schedule_ledger SET run_id = coalesce(run_id, nullif($2, '')::uuid) WHERE id = $1`, id, first)
+			return err
+		}
+		_, err = tx.Exec(ctx, `
+			UPDATE schedule_ledger SET
+			       status = $2,
+			       run_id = coalesce(run_id, nullif($3, '')::uuid),
+			       error = coalesce(nullif($4, ''), error),
+			       started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+			       finished_at = CASE WHEN $2 <> 'running' THEN now() ELSE finished_at END
+			WHERE id = $1`, id, status, first, errText)
+		return err
+	})
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
+	case errors.Is(err, ErrNotFound):
 		return fmt.Errorf("marking ledger row %d: %w", id, ErrNotFound)
 	case err != nil:
-		return fmt.Errorf("marking ledger row %d: %w", id, err)
+		return fmt.Errorf("marking ledger row %d %s: %w", id, status, err)
+	case cur == LedgerPending, cur == LedgerRunning && status != LedgerRunning:
+		return nil // moved on
 	case cur == status, status == LedgerRunning:
 		return nil
 	default:
@@ -526,10 +576,18 @@ func (s *Store) ListLedger(ctx context.Context, schedule string, from, to time.T
 	if !to.IsZero() {
 		toArg = &to
 	}
+	// The runs come in the same query, as one JSON array per row: a
+	// ledger page costs one round trip however many runs its rows hold.
 	rows, _ := s.pool.Query(ctx, `
 		SELECT id, schedule, due_at, status, catch_up, coalesce(run_id::text, ''), claimed_at,
-		       started_at, finished_at, coalesce(error, '')
-		FROM schedule_ledger
+		       started_at, finished_at, coalesce(error, ''),
+		       coalesce((
+		           SELECT json_agg(json_build_object('id', r.id, 'scope', r.scope, 'tool', r.tool,
+		                                             'status', r.status, 'error', coalesce(r.error, ''))
+		                           ORDER BY r.created_at, r.id)
+		           FROM ledger_runs lr JOIN scan_runs r ON r.id = lr.run_id
+		           WHERE lr.ledger_id = l.id), '[]')
+		FROM schedule_ledger l
 		WHERE ($1 = '' OR schedule = $1)
 		  AND ($2::timestamptz IS NULL OR due_at >= $2)
 		  AND ($3::timestamptz IS NULL OR due_at < $3)
@@ -538,16 +596,26 @@ func (s *Store) ListLedger(ctx context.Context, schedule string, from, to time.T
 		var (
 			e                 LedgerEntry
 			started, finished *time.Time
+			runs              []byte
 		)
 		err := row.Scan(&e.ID, &e.Schedule, &e.Due, &e.Status, &e.CatchUp, &e.RunID, &e.ClaimedAt,
-			&started, &finished, &e.Error)
+			&started, &finished, &e.Error, &runs)
+		if err != nil {
+			return e, err
+		}
+		if err := json.Unmarshal(runs, &e.Runs); err != nil {
+			return e, fmt.Errorf("ledger row %d runs: %w", e.ID, err)
+		}
+		if e.Runs == nil {
+			e.Runs = []LedgerRun{}
+		}
 		if started != nil {
 			e.StartedAt = *started
 		}
 		if finished != nil {
 			e.FinishedAt = *finished
 		}
-		return e, err
+		return e, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing the ledger: %w", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -287,38 +288,58 @@ func TestMarkLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := "6f1c8c1e-8a51-4f6e-9d6b-0c6f9f4f3a11"
+	newRun := func(scope, tool string) string {
+		t.Helper()
+		var id string
+		if err := s.Pool().QueryRow(ctx, `INSERT INTO scan_runs (schedule_id, kind, scope, tool, format) VALUES ('web', 'external', $1, $2, $2) RETURNING id::text`, scope, tool).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	amass, nuc1, nuc2 := newRun("domains:example.com", "amass"), newRun("http://a.example.com", "nuclei"), newRun("https://a.example.com", "nuclei")
 	steps := []struct {
-		status, runID string
-		want          error
+		status string
+		runs   []string
+		want   error
 	}{
-		{store.LedgerRunning, run, nil},
-		{store.LedgerRunning, "", nil}, // replay
-		{store.LedgerSucceeded, "", nil},
-		{store.LedgerSucceeded, "", nil}, // replay
-		{store.LedgerRunning, "", nil},   // late replay of the start
-		{store.LedgerFailed, "", store.ErrConflict},
+		{store.LedgerRunning, nil, nil},
+		{store.LedgerRunning, nil, nil}, // replay
+		{store.LedgerSucceeded, []string{amass, nuc1}, nil},
+		{store.LedgerSucceeded, []string{amass, nuc1, nuc2}, nil}, // replay with a run more
+		{store.LedgerRunning, nil, nil},                           // late replay of the start
+		{store.LedgerFailed, nil, store.ErrConflict},
 	}
 	for i, st := range steps {
-		if err := s.MarkLedger(ctx, c.LedgerID, st.status, st.runID, ""); !errors.Is(err, st.want) {
+		if err := s.MarkLedger(ctx, c.LedgerID, st.status, st.runs, ""); !errors.Is(err, st.want) {
 			t.Fatalf("step %d %s: %v, want %v", i, st.status, err, st.want)
 		}
 	}
 	es, _ := s.ListLedger(ctx, "web", time.Time{}, time.Time{})
-	if len(es) != 1 || es[0].Status != store.LedgerSucceeded || es[0].RunID != run || es[0].StartedAt.IsZero() || es[0].FinishedAt.IsZero() {
+	if len(es) != 1 || es[0].Status != store.LedgerSucceeded || es[0].RunID != amass || es[0].StartedAt.IsZero() || es[0].FinishedAt.IsZero() {
 		t.Fatalf("ledger = %+v", es)
+	}
+	want := []store.LedgerRun{
+		{ID: amass, Scope: "domains:example.com", Tool: "amass", Status: "received"},
+		{ID: nuc1, Scope: "http://a.example.com", Tool: "nuclei", Status: "received"},
+		{ID: nuc2, Scope: "https://a.example.com", Tool: "nuclei", Status: "received"},
+	}
+	if !slices.Equal(es[0].Runs, want) {
+		t.Fatalf("runs = %+v\nwant %+v", es[0].Runs, want)
 	}
 	if running, _ := s.RunningFor(ctx, "web"); running {
 		t.Fatal("RunningFor after success")
 	}
-	if err := s.MarkLedger(ctx, 9999, store.LedgerFailed, "", "x"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.MarkLedger(ctx, 9999, store.LedgerFailed, nil, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown id: %v", err)
 	}
-	if err := s.MarkLedger(ctx, c.LedgerID, store.LedgerMissed, "", ""); err == nil {
+	if err := s.MarkLedger(ctx, c.LedgerID, store.LedgerMissed, nil, ""); err == nil {
 		t.Fatal("status missed accepted from a worker")
 	}
-	if err := s.MarkLedger(ctx, c.LedgerID, store.LedgerFailed, "not-a-uuid", ""); err == nil {
+	if err := s.MarkLedger(ctx, c.LedgerID, store.LedgerFailed, []string{"not-a-uuid"}, ""); err == nil {
 		t.Fatal("bad run id accepted")
+	}
+	if err := s.MarkLedger(ctx, c.LedgerID, store.LedgerSucceeded, []string{"6f1c8c1e-8a51-4f6e-9d6b-0c6f9f4f3a11"}, ""); err == nil {
+		t.Fatal("a run that does not exist accepted")
 	}
 }
 

@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 // tables are the first schema's tables (control_links became a view over
 // findings in 00005; the up/down/up test checks it in both forms).
 var tables = []string{"artifacts", "scan_runs", "findings", "observations",
-	"run_batches", "outbox", "activity_log", "api_tokens"}
+	"run_batches", "outbox", "activity_log", "api_tokens", "ledger_runs", "control_mappings"}
 
 func countTables(t *testing.T, url string) int {
 	t.Helper()

@@ -24,14 +24,15 @@ func newSchedulesCmd() *cobra.Command {
 	var cfgFile string
 	cmd := &cobra.Command{
 		Use:   "schedules",
-		Short: "Validate, apply and list scan schedules",
+		Short: "Validate, apply and list scan schedules, and read their run ledger",
 		Long: `Manages scan schedules in the database (database.url). A schedules file
 holds a "schedules:" list; configs/schedules.example.yaml documents every
 field. Files are validated as a whole: one bad schedule refuses the file,
 with the line, the field and the reason for every problem.`,
 	}
 	cmd.PersistentFlags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
-	cmd.AddCommand(newSchedulesValidateCmd(&cfgFile), newSchedulesApplyCmd(&cfgFile), newSchedulesListCmd(&cfgFile))
+	cmd.AddCommand(newSchedulesValidateCmd(&cfgFile), newSchedulesApplyCmd(&cfgFile), newSchedulesListCmd(&cfgFile),
+		newSchedulesLedgerCmd(&cfgFile))
 	return cmd
 }
 
@@ -225,6 +226,96 @@ func printScheduleTable(out io.Writer, rows []scheduleRow) error {
 			last = r.LastStatus + " (due " + formatDue(r.LastDue, r.Timezone) + ")"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", r.Name, r.Kind, r.Cadence, r.Timezone, r.Enabled, formatDue(r.NextDue, r.Timezone), last)
+	}
+	return w.Flush()
+}
+
+func newSchedulesLedgerCmd(cfgFile *string) *cobra.Command {
+	var (
+		asJSON   bool
+		from, to string
+	)
+	cmd := &cobra.Command{
+		Use:   "ledger NAME",
+		Short: "Show a schedule's run ledger: every due time, its outcome and each scan run it produced",
+		Long: `Prints one row per due time of the schedule in [--from, --to) (the last 31
+days by default): its status (pending, running, succeeded, failed, skipped,
+missed), and under it every scan run the due time produced, with the run's
+scope, tool and status in the ingest pipeline. An external schedule with
+domains produces an amass run and then a nuclei run per target.`,
+		Example: `  starpipe schedules ledger web
+  starpipe schedules ledger web --from 2030-01-01T00:00:00Z --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var fromT, toT time.Time
+			fromT = time.Now().Add(-31 * 24 * time.Hour)
+			for _, p := range []struct {
+				flag, v string
+				dst     *time.Time
+			}{{"--from", from, &fromT}, {"--to", to, &toT}} {
+				if p.v == "" {
+					continue
+				}
+				t, err := time.Parse(time.RFC3339, p.v)
+				if err != nil {
+					return fmt.Errorf("%s: %q is not an RFC 3339 time like 2030-01-31T00:00:00Z", p.flag, p.v)
+				}
+				*p.dst = t
+			}
+			st, _, err := openConfiguredStore(cmd.Context(), *cfgFile)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			sc, err := st.GetSchedule(cmd.Context(), args[0])
+			if err != nil {
+				return withMigrateHint(err)
+			}
+			es, err := st.ListLedger(cmd.Context(), sc.Name, fromT, toT)
+			if err != nil {
+				return withMigrateHint(err)
+			}
+			if asJSON {
+				if es == nil {
+					es = []store.LedgerEntry{}
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(es)
+			}
+			return printLedger(cmd.OutOrStdout(), es, sc.Timezone)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	cmd.Flags().StringVar(&from, "from", "", "first due time (RFC 3339); default 31 days ago")
+	cmd.Flags().StringVar(&to, "to", "", "due times before this (RFC 3339); default open-ended")
+	return cmd
+}
+
+// printLedger prints each due time, then its runs indented under it.
+func printLedger(out io.Writer, es []store.LedgerEntry, tz string) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DUE\tSTATUS\tRUN\tTOOL\tSCOPE\tRUN STATUS")
+	for _, e := range es {
+		status := e.Status
+		if e.CatchUp {
+			status += " (catch-up)"
+		}
+		if len(e.Runs) == 0 {
+			fmt.Fprintf(w, "%s\t%s\t-\t\t\t\n", formatDue(e.Due, tz), status)
+		}
+		for i, r := range e.Runs {
+			due := ""
+			if i == 0 {
+				due = formatDue(e.Due, tz)
+			} else {
+				status = ""
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", due, status, r.ID, r.Tool, r.Scope, r.Status)
+		}
+		if e.Error != "" {
+			fmt.Fprintf(w, "\t  error: %s\t\t\t\t\n", e.Error)
+		}
 	}
 	return w.Flush()
 }

@@ -172,12 +172,12 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 		err = fmt.Errorf("scan request %d: schedule spec: %w", req.LedgerID, err)
 		// Fail the row now rather than leave it pending until it is
 		// abandoned: nothing will ever run it.
-		if merr := w.complete(ctx, log, req.LedgerID, "", err); merr != nil && !bus.IsPoison(merr) {
+		if merr := w.complete(ctx, log, req.LedgerID, nil, err); merr != nil && !bus.IsPoison(merr) {
 			return merr
 		}
 		return bus.Poison(err)
 	}
-	if err := scheduler.Started(ctx, w.opt.Ledger, req.LedgerID, ""); err != nil {
+	if err := scheduler.Started(ctx, w.opt.Ledger, req.LedgerID, nil); err != nil {
 		return ledgerError(err)
 	}
 	log.Info("scan started", "kind", sp.Kind)
@@ -185,16 +185,12 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 	if ctx.Err() != nil {
 		return ctx.Err() // shutting down: leave the request for redelivery
 	}
-	first := ""
-	if len(runs) > 0 {
-		first = runs[0]
-	}
 	if scanErr != nil {
 		log.Warn("scan failed", "err", scanErr, "runs", runs)
 	} else {
 		log.Info("scan finished", "runs", runs)
 	}
-	return w.complete(ctx, log, req.LedgerID, first, scanErr)
+	return w.complete(ctx, log, req.LedgerID, runs, scanErr)
 }
 
 // finished returns the status of the request's ledger row when it has
@@ -219,14 +215,15 @@ func (w *Worker) finished(ctx context.Context, req scheduler.ScanRequest) (strin
 	return "", bus.Poison(fmt.Errorf("scan request %d for %s: no such ledger row", req.LedgerID, req.Schedule))
 }
 
-// complete records the outcome. A row that already ended otherwise (the
-// scheduler gave the run up as abandoned while it ran) keeps that
-// outcome: retrying cannot change it, and returning the conflict would
-// retry the message forever.
-func (w *Worker) complete(ctx context.Context, log *slog.Logger, ledgerID int64, runID string, scanErr error) error {
-	err := scheduler.Complete(ctx, w.opt.Ledger, ledgerID, runID, scanErr)
+// complete records the outcome with every run the scan produced. A row
+// that already ended otherwise (the scheduler gave the run up as abandoned
+// while it ran) keeps that outcome, though it gains the runs: retrying
+// cannot change it, and returning the conflict would retry the message
+// forever.
+func (w *Worker) complete(ctx context.Context, log *slog.Logger, ledgerID int64, runIDs []string, scanErr error) error {
+	err := scheduler.Complete(ctx, w.opt.Ledger, ledgerID, runIDs, scanErr)
 	if errors.Is(err, store.ErrConflict) {
-		log.Warn("scan outcome not recorded: the ledger row already ended", "err", err, "run_id", runID)
+		log.Warn("scan outcome not recorded (its runs are): the ledger row already ended", "err", err, "runs", runIDs)
 		return nil
 	}
 	return ledgerError(err)

@@ -574,7 +574,10 @@ func listening(addr string) bool {
 // run of their own, and the worker goes on to the discovered hosts, looked
 // up through the same server. A host and scheme where nothing listens gets
 // no (necessarily empty) scan that would close its findings; the shop on
-// www.example.test port 80, where it can be served, is scanned.
+// www.example.test port 80, where it can be served, is scanned. The
+// schedule also names two URLs, each scanned as a run of its own: the
+// ledger row of the due time lists every run, amass first, with its scope
+// and status.
 func TestDomainDiscovery(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -593,8 +596,10 @@ func TestDomainDiscovery(t *testing.T) {
 	} else {
 		t.Logf("no discovered host will be scanned: %v", err)
 	}
+	shop1, shop2 := demoTarget(t), demoTarget(t)
 	sp := schedule("discovery", finding.KindExternal)
 	sp.Targets.Domains = []string{"Example.Test"}
+	sp.Targets.URLs = []string{shop1.URL, shop2.URL}
 	sp.Amass = spec.AmassSettings{Resolvers: []string{resolver}, Wordlist: []string{"www", "api", "nothere"}}
 	h.fire(h.startScheduler(sp))
 
@@ -637,9 +642,30 @@ func TestDomainDiscovery(t *testing.T) {
 	if e := es[0]; e.Status != store.LedgerSucceeded || e.RunID != ar.ID {
 		t.Fatalf("ledger row %+v, want succeeded with the amass run %s", e, ar.ID)
 	}
+	// Every run of the due time is in its ledger row, with the scope and
+	// status the pipeline gave it: amass, then the configured URLs in
+	// order, then any discovered host.
+	if es, err = h.st.ListLedger(h.ctx, "discovery", time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	lr := es[0].Runs
+	if len(lr) != len(runs) || len(lr) < 3 {
+		t.Fatalf("ledger runs %+v, want the %d runs %+v", lr, len(runs), runs)
+	}
+	for i, wantScope := range []string{scope, shop1.URL, shop2.URL} {
+		if lr[i].Scope != wantScope {
+			t.Errorf("ledger run %d has scope %s, want %s (runs %+v)", i, lr[i].Scope, wantScope, lr)
+		}
+	}
+	for _, l := range lr {
+		r := runs[l.Scope]
+		if l.ID != r.ID || l.Status != "succeeded" || l.Status != r.Status {
+			t.Errorf("ledger run %+v, want run %+v", l, r)
+		}
+	}
 	// A discovered host gets a nuclei run exactly where something
 	// listens: normally nowhere.
-	want := map[string]bool{scope: true}
+	want := map[string]bool{scope: true, shop1.URL: true, shop2.URL: true}
 	for name, ip := range zone {
 		host := strings.TrimSuffix(name, ".")
 		for scheme, port := range map[string]string{"http": "80", "https": "443"} {
@@ -833,7 +859,7 @@ type abandoningIntake struct {
 }
 
 func (a abandoningIntake) Submit(ctx context.Context, r io.Reader, req pipeline.Request) (string, error) {
-	if err := a.st.MarkLedger(ctx, a.ledgerID, store.LedgerFailed, "", "abandoned"); err != nil {
+	if err := a.st.MarkLedger(ctx, a.ledgerID, store.LedgerFailed, nil, "abandoned"); err != nil {
 		return "", err
 	}
 	return a.Intake.Submit(ctx, r, req)
