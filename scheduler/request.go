@@ -33,7 +33,7 @@ type ScanRequest struct {
 // claims the due time (q), so that the claim and the request commit
 // together: a crash can lose neither one without the other.
 type Publisher interface {
-	PublishScanRequest(ctx context.Context, q store.DBTX, req ScanRequest) error
+	PublishScanRequest(ctx context.Context, q *store.Tx, req ScanRequest) error
 }
 
 // OutboxPublisher writes scan requests to the transactional outbox, from
@@ -42,7 +42,7 @@ type Publisher interface {
 type OutboxPublisher struct{}
 
 // PublishScanRequest implements Publisher.
-func (OutboxPublisher) PublishScanRequest(ctx context.Context, q store.DBTX, req ScanRequest) error {
+func (OutboxPublisher) PublishScanRequest(ctx context.Context, q *store.Tx, req ScanRequest) error {
 	payload, err := bus.Encode(bus.TypeScanRequest, req)
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ const (
 	classIntegrityConstraint = "23" // 23503 foreign key (a batch of an unknown run), 23505 unique
 	classConnection          = "08"
 	classInsufficientRes     = "53" // out of memory, disk full, too many connections
+	codeUniqueViolation      = "23505"
 	codeProgramLimit         = "54000" // a btree row over the index limit
 	codeTooComplex           = "54001"
 	codeTooManyColumns       = "54011"
@@ -43,7 +44,8 @@ const (
 // IsPermanent reports whether err is one the database will give again for
 // the same input however often it is retried: a data exception (class 22:
 // text that is no uuid, a NUL byte, a value too long), an integrity
-// violation (class 23: a foreign key naming a run that does not exist), a
+// violation (class 23: a foreign key naming a run that does not exist; but
+// not a unique violation, which a concurrent writer causes), a
 // program limit (class 54: a key over the btree row limit), or content
 // that no longer matches its hash. A consumer parks such a message rather
 // than retry it; an API answers it as the client's fault.
@@ -59,6 +61,10 @@ func IsPermanent(err error) bool {
 		return false
 	}
 	switch {
+	case pe.Code == codeUniqueViolation:
+		// What a concurrent writer of the same key causes (two batches
+		// inserting one new finding): a retry finds the row and updates it.
+		return false
 	case strings.HasPrefix(pe.Code, classDataException),
 		strings.HasPrefix(pe.Code, classIntegrityConstraint),
 		pe.Code == codeProgramLimit, pe.Code == codeTooComplex, pe.Code == codeTooManyColumns:
@@ -112,5 +118,5 @@ func IsUnavailable(err error) bool {
 // isUniqueViolation reports a unique_violation (23505).
 func isUniqueViolation(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "23505"
+	return errors.As(err, &pe) && pe.Code == codeUniqueViolation
 }

@@ -77,7 +77,7 @@ type RunInput struct {
 	Kind        string
 	Scope       string
 	Format      string
-	Status      string
+	Status      finding.RunStatus
 	ArtifactSHA string
 	ScheduleID  string
 }
@@ -133,7 +133,7 @@ func (s *Store) FailRun(ctx context.Context, id, reason string) error {
 
 // RunProgress is a run's state after a batch or its finish was recorded.
 type RunProgress struct {
-	Status          string
+	Status          finding.RunStatus
 	Kind            string
 	Scope           string
 	BatchesStored   int

@@ -24,7 +24,7 @@ func sched(name, cadence string, enabled bool, urls ...string) store.Schedule {
 func activityCount(t *testing.T, s *store.Store, name string) int {
 	t.Helper()
 	var n int
-	if err := s.Pool().QueryRow(t.Context(),
+	if err := storetest.SQL(t, s).QueryRow(t.Context(),
 		`SELECT count(*) FROM activity_log WHERE subject_type = 'schedule' AND subject_id = $1`, name).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestScheduleLifecycle(t *testing.T) {
 		t.Fatalf("after a target change: %+v", got)
 	}
 	var before, after string
-	if err := s.Pool().QueryRow(ctx, `
+	if err := storetest.SQL(t, s).QueryRow(ctx, `
 		SELECT before->'targets'->>'urls', after->'targets'->>'urls' FROM activity_log
 		WHERE subject_id = 'web' AND action = 'schedule.updated'`).Scan(&before, &after); err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func TestScheduleLifecycle(t *testing.T) {
 		t.Fatalf("revived = %+v, %v", got, err)
 	}
 	var actions []string
-	rows, _ := s.Pool().Query(ctx, `SELECT action FROM activity_log WHERE subject_id = 'web' ORDER BY id`)
+	rows, _ := storetest.SQL(t, s).Query(ctx, `SELECT action FROM activity_log WHERE subject_id = 'web' ORDER BY id`)
 	for rows.Next() {
 		var a string
 		_ = rows.Scan(&a)
@@ -181,7 +181,7 @@ func TestClaimDueExactlyOnce(t *testing.T) {
 		wg.Go(func() {
 			claims[i], errs[i] = s.ClaimDue(ctx, store.ClaimRequest{
 				Schedule: "web", Due: due, Now: due,
-				Enqueue: func(ctx context.Context, q store.DBTX, id int64) error {
+				Enqueue: func(ctx context.Context, q *store.Tx, id int64) error {
 					_, err := store.Enqueue(ctx, q, "starpipe.scan.requests", "web", fmt.Appendf(nil, `{"ledger_id":%d}`, id), nil)
 					return err
 				},
@@ -205,7 +205,7 @@ func TestClaimDueExactlyOnce(t *testing.T) {
 		t.Fatalf("%d claims won, want 1", won)
 	}
 	var outbox int
-	_ = s.Pool().QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&outbox)
+	_ = storetest.SQL(t, s).QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&outbox)
 	if outbox != 1 {
 		t.Fatalf("%d outbox rows, want 1", outbox)
 	}
@@ -225,7 +225,7 @@ func TestClaimDueRollsBackWithEnqueue(t *testing.T) {
 	due := time.Date(2030, 1, 1, 2, 0, 0, 0, time.UTC)
 	boom := errors.New("boom")
 	_, err := s.ClaimDue(ctx, store.ClaimRequest{Schedule: "web", Due: due, Now: due,
-		Enqueue: func(context.Context, store.DBTX, int64) error { return boom }})
+		Enqueue: func(context.Context, *store.Tx, int64) error { return boom }})
 	if !errors.Is(err, boom) {
 		t.Fatalf("ClaimDue = %v, want boom", err)
 	}

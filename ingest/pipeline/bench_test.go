@@ -47,7 +47,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 			b.StopTimer()
 			var phases string
-			if err := h.st.Pool().QueryRow(h.ctx, `
+			if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `
 				SELECT format('queue %s, parse+publish %s, store %s, finish %s',
 					r.started_at - r.created_at, min(b.stored_at) - r.started_at,
 					max(b.stored_at) - min(b.stored_at), r.finished_at - max(b.stored_at))
@@ -75,7 +75,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		h := newHarness(b, harnessOpts{noConsumer: true})
 		ctx := h.ctx
 		rows := normalisedRows(b, data)
-		if _, err := h.st.Pool().Exec(ctx, `CREATE TABLE raw_findings (LIKE findings INCLUDING ALL)`); err != nil {
+		if _, err := storetest.SQL(t, h.st).Exec(ctx, `CREATE TABLE raw_findings (LIKE findings INCLUDING ALL)`); err != nil {
 			b.Fatal(err)
 		}
 		b.SetBytes(int64(len(data)))
@@ -83,12 +83,12 @@ func BenchmarkEndToEnd(b *testing.B) {
 		var elapsed time.Duration
 		for range b.N {
 			b.StopTimer()
-			if _, err := h.st.Pool().Exec(ctx, `TRUNCATE raw_findings`); err != nil {
+			if _, err := storetest.SQL(t, h.st).Exec(ctx, `TRUNCATE raw_findings`); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
 			start := time.Now()
-			n, err := h.st.Pool().CopyFrom(ctx, pgx.Identifier{"raw_findings"}, rawColumns, pgx.CopyFromRows(rows))
+			n, err := storetest.SQL(t, h.st).CopyFrom(ctx, pgx.Identifier{"raw_findings"}, rawColumns, pgx.CopyFromRows(rows))
 			elapsed += time.Since(start)
 			if err != nil || n != benchFindings {
 				b.Fatalf("copied %d rows: %v", n, err)

@@ -10,12 +10,10 @@ import (
 	"os"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/ingest"
 	"github.com/starpipe/starpipe/ingest/parse"
-	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -88,7 +86,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 	if err != nil {
 		return "", err
 	}
-	err = in.st.InTx(ctx, func(tx pgx.Tx) error {
+	err = in.st.InTx(ctx, func(tx *store.Tx) error {
 		sha, err := in.st.PutArtifact(ctx, tx, f, string(format))
 		if err != nil {
 			return err
@@ -108,7 +106,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 		}); err != nil {
 			return err
 		}
-		_, err = store.Enqueue(ctx, tx, bus.TopicScanResults, runID, msg, map[string]string{relay.HeaderRunID: runID})
+		_, err = store.Enqueue(ctx, tx, bus.TopicScanResults, runID, msg, map[string]string{store.HeaderRunID: runID})
 		return err
 	})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/store"
+	"github.com/starpipe/starpipe/store/storetest"
 	"github.com/starpipe/starpipe/store/pgcluster"
 )
 
@@ -138,7 +139,7 @@ func TestLifecycleEvents(t *testing.T) {
 // resolvedMessages lists the messages of the resolved findings of scope.
 func (h *harness) resolvedMessages(scope string) []string {
 	h.t.Helper()
-	rows, err := h.st.Pool().Query(h.ctx, `SELECT message FROM findings WHERE scope = $1 AND status = 'resolved' ORDER BY message`, scope)
+	rows, err := storetest.SQL(t, h.st).Query(h.ctx, `SELECT message FROM findings WHERE scope = $1 AND status = 'resolved' ORDER BY message`, scope)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestPoisonMessage(t *testing.T) {
 	const scope = "git.example.com/acme/poison"
 	// A run that is being processed, as far as the database knows.
 	runID := bus.NewID()
-	err := h.st.InTx(h.ctx, func(tx pgx.Tx) error {
+	err := h.st.InTx(h.ctx, func(tx *store.Tx) error {
 		sha, err := h.st.PutArtifact(h.ctx, tx, strings.NewReader(`{"version":"2.1.0","runs":[]}`), "sarif")
 		if err != nil {
 			return err
@@ -354,7 +355,7 @@ func TestCorpusFile(t *testing.T) {
 	run := h.submit(scope, data)
 	h.waitRunStatus(run, "succeeded", runTimeout)
 	var stats map[string]any
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT stats FROM scan_runs WHERE id = $1::uuid`, run).Scan(&stats); err != nil {
+	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT stats FROM scan_runs WHERE id = $1::uuid`, run).Scan(&stats); err != nil {
 		t.Fatal(err)
 	}
 	parsed := int(stats["findings"].(float64))
@@ -460,7 +461,7 @@ func TestBrokerDownDuringUpload(t *testing.T) {
 		return h.count(`SELECT count(*) FROM outbox WHERE sent_at IS NULL AND last_error IS NOT NULL AND headers->>'run_id' = $1`, run2) == 1
 	})
 	var status string
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT status FROM scan_runs WHERE id = $1::uuid`, run2).Scan(&status); err != nil || status != "received" {
+	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT status FROM scan_runs WHERE id = $1::uuid`, run2).Scan(&status); err != nil || status != "received" {
 		t.Fatalf("run status with the broker down: %q, %v; want received", status, err)
 	}
 

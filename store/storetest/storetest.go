@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/pgcluster"
@@ -97,7 +98,78 @@ func New(t testing.TB) (*store.Store, string) {
 		t.Fatalf("storetest: opening store: %v", err)
 	}
 	t.Cleanup(s.Close) // runs before the drop registered earlier
+	raw := &rawDB{url: dbURL}
+	rawDBs.Store(s, raw)
+	t.Cleanup(func() {
+		rawDBs.Delete(s)
+		raw.close()
+	})
 	return s, dbURL
+}
+
+// rawDBs holds, per Store that New returned, a pool of its own on the same
+// database for SQL, so that tests can arrange and inspect rows the store's
+// API has no query for while the store itself offers no pool to anyone.
+var rawDBs sync.Map // *store.Store -> *rawDB
+
+type rawDB struct {
+	url  string
+	mu   sync.Mutex
+	pool *pgxpool.Pool
+}
+
+func (r *rawDB) get(ctx context.Context) (*pgxpool.Pool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pool == nil {
+		cfg, err := pgxpool.ParseConfig(r.url)
+		if err != nil {
+			return nil, err
+		}
+		cfg.MaxConns = 2
+		if r.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	return r.pool, nil
+}
+
+func (r *rawDB) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pool != nil {
+		r.pool.Close()
+	}
+}
+
+// SQL returns a connection pool on st's database (st must come from New),
+// for tests that set up or check rows directly. Test code only: outside
+// the store, production code runs no SQL.
+func SQL(t testing.TB, st *store.Store) *pgxpool.Pool {
+	t.Helper()
+	v, ok := rawDBs.Load(st)
+	if !ok {
+		t.Fatal("storetest: SQL needs a store made by storetest.New")
+	}
+	p, err := v.(*rawDB).get(context.Background())
+	if err != nil {
+		t.Fatalf("storetest: opening a pool on the test database: %v", err)
+	}
+	return p
+}
+
+// Strings runs a query whose rows are one text column and returns them.
+func Strings(t testing.TB, st *store.Store, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := SQL(t, st).Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatalf("storetest: %s: %v", sql, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("storetest: %s: %v", sql, err)
+	}
+	return out
 }
 
 // NewEmptyDatabase returns the URL of a new database with no migrations
@@ -255,7 +327,7 @@ func randomHex(n int) string {
 // tests that search a table for material that must not be there (secrets).
 func DumpTable(t testing.TB, st *store.Store, table string) string {
 	t.Helper()
-	rows, err := st.Pool().Query(t.Context(), `SELECT row_to_json(x)::text FROM `+pgx.Identifier{table}.Sanitize()+` x`)
+	rows, err := SQL(t, st).Query(t.Context(), `SELECT row_to_json(x)::text FROM `+pgx.Identifier{table}.Sanitize()+` x`)
 	if err != nil {
 		t.Fatal(err)
 	}
