@@ -115,6 +115,13 @@ func IsUnavailable(err error) bool {
 	return strings.Contains(err.Error(), "closed pool")
 }
 
+// IsUndefinedTable reports an undefined_table error (42P01): the database
+// has not been migrated to a schema this build knows.
+func IsUndefinedTable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "42P01"
+}
+
 // isUniqueViolation reports a unique_violation (23505).
 func isUniqueViolation(err error) bool {
 	var pe *pgconn.PgError

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/store/storetest"
 )
 
 // TestRunEnvironment checks that a run's environmental CVSS context (what a

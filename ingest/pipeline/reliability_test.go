@@ -12,13 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/store"
-	"github.com/starpipe/starpipe/store/storetest"
 	"github.com/starpipe/starpipe/store/pgcluster"
+	"github.com/starpipe/starpipe/store/storetest"
 )
 
 const runTimeout = 30 * time.Second
@@ -139,15 +137,7 @@ func TestLifecycleEvents(t *testing.T) {
 // resolvedMessages lists the messages of the resolved findings of scope.
 func (h *harness) resolvedMessages(scope string) []string {
 	h.t.Helper()
-	rows, err := storetest.SQL(t, h.st).Query(h.ctx, `SELECT message FROM findings WHERE scope = $1 AND status = 'resolved' ORDER BY message`, scope)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return out
+	return storetest.Strings(h.t, h.st, `SELECT message FROM findings WHERE scope = $1 AND status = 'resolved' ORDER BY message`, scope)
 }
 
 // TestCrashBetweenDBCommitAndOffsetCommit stops the consumer after a
@@ -268,14 +258,13 @@ func TestPoisonMessage(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := store.CreateRun(h.ctx, tx, store.NewRun{ID: runID, Kind: "code", Scope: scope, Tool: "sarif", Format: "sarif", ArtifactSHA: sha}); err != nil {
-			return err
-		}
-		_, err = tx.Exec(h.ctx, `UPDATE scan_runs SET status = 'processing' WHERE id = $1::uuid`, runID)
-		return err
+		return store.CreateRun(h.ctx, tx, store.NewRun{ID: runID, Kind: "code", Scope: scope, Tool: "sarif", Format: "sarif", ArtifactSHA: sha})
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ok, err := h.st.StartRun(h.ctx, runID, "sarif"); err != nil || !ok {
+		t.Fatalf("starting run: %v %v", ok, err)
 	}
 	garbage := []byte(`{"v":1,"type":"findings","id":"x/1","at":"2026-01-01T00:00:00Z","payload":{"run_id":"` + runID + `","seq":"one","findings":{}}}`)
 	if err := h.prod.Publish(h.ctx, bus.TopicScanResults, bus.Message{Key: []byte(runID), Value: garbage, Headers: map[string]string{"origin": "test"}}); err != nil {

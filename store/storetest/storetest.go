@@ -158,6 +158,17 @@ func SQL(t testing.TB, st *store.Store) *pgxpool.Pool {
 	return p
 }
 
+// CopyRows COPYs rows into table (the columns named), for tests and
+// benchmarks that load data the store's API would not write as is.
+func CopyRows(t testing.TB, st *store.Store, table string, columns []string, rows [][]any) int64 {
+	t.Helper()
+	n, err := SQL(t, st).CopyFrom(context.Background(), pgx.Identifier{table}, columns, pgx.CopyFromRows(rows))
+	if err != nil {
+		t.Fatalf("storetest: copying into %s: %v", table, err)
+	}
+	return n
+}
+
 // Strings runs a query whose rows are one text column and returns them.
 func Strings(t testing.TB, st *store.Store, sql string, args ...any) []string {
 	t.Helper()
