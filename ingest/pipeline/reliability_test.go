@@ -398,6 +398,7 @@ func TestPostgresRestartMidIngest(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
+	storetest.Attach(t, st, cluster.URL())
 
 	h := newHarness(t, harnessOpts{st: st, batchSize: 100, noConsumer: true})
 	var failures atomic.Int32

@@ -98,13 +98,19 @@ func New(t testing.TB) (*store.Store, string) {
 		t.Fatalf("storetest: opening store: %v", err)
 	}
 	t.Cleanup(s.Close) // runs before the drop registered earlier
-	raw := &rawDB{url: dbURL}
-	rawDBs.Store(s, raw)
+	Attach(t, s, dbURL)
+	return s, dbURL
+}
+
+// Attach lets SQL serve a store that New did not make (one on a server the
+// test runs itself), given the URL it was opened with.
+func Attach(t testing.TB, st *store.Store, url string) {
+	raw := &rawDB{url: url}
+	rawDBs.Store(st, raw)
 	t.Cleanup(func() {
-		rawDBs.Delete(s)
+		rawDBs.Delete(st)
 		raw.close()
 	})
-	return s, dbURL
 }
 
 // rawDBs holds, per Store that New returned, a pool of its own on the same
@@ -142,7 +148,8 @@ func (r *rawDB) close() {
 	}
 }
 
-// SQL returns a connection pool on st's database (st must come from New),
+// SQL returns a connection pool on st's database (st must come from New
+// or be attached),
 // for tests that set up or check rows directly. Test code only: outside
 // the store, production code runs no SQL.
 func SQL(t testing.TB, st *store.Store) *pgxpool.Pool {
