@@ -267,7 +267,7 @@ func (h *harness) waitRuns(schedule string) map[string]run {
 	var out map[string]run
 	h.waitFor("the runs of "+schedule+" to end", 30*time.Second, func() bool {
 		out = map[string]run{}
-		rows, err := storetest.SQL(t, h.st).Query(h.ctx, `
+		rows, err := storetest.SQL(h.t, h.st).Query(h.ctx, `
 			SELECT id::text, scope, kind, format, status, coalesce(error, ''), coalesce(artifact_sha256, ''),
 			       coalesce((stats->>'assets')::int, 0)
 			FROM scan_runs WHERE schedule_id = $1`, schedule)
@@ -304,7 +304,7 @@ type storedFinding struct {
 // findings returns the findings of scope by rule id.
 func (h *harness) findings(scope string) map[string]storedFinding {
 	h.t.Helper()
-	rows, err := storetest.SQL(t, h.st).Query(h.ctx, `
+	rows, err := storetest.SQL(h.t, h.st).Query(h.ctx, `
 		SELECT f.rule_id, f.kind, f.severity, coalesce(f.severity_source, ''), f.status, coalesce(f.cve, '{}'),
 		       coalesce((SELECT array_agg(DISTINCT l.control_id ORDER BY l.control_id) FROM control_links l WHERE l.finding_id = f.id), '{}')
 		FROM findings f WHERE f.scope = $1`, scope)
@@ -490,7 +490,7 @@ func TestAuthenticatedScan(t *testing.T) {
 	}
 	// Every artifact, and every row that findings, runs, the ledger, the
 	// activity log and the outbox hold.
-	rows, err := storetest.SQL(t, h.st).Query(h.ctx, `SELECT sha256 FROM artifacts`)
+	rows, err := storetest.SQL(h.t, h.st).Query(h.ctx, `SELECT sha256 FROM artifacts`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +519,7 @@ func TestAuthenticatedScan(t *testing.T) {
 		assertNoSecret(t, table, storetest.DumpTable(t, h.st, table))
 	}
 	var outbox string
-	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT coalesce(string_agg(convert_from(payload, 'UTF8'), E'\n'), '') FROM outbox`).Scan(&outbox); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT coalesce(string_agg(convert_from(payload, 'UTF8'), E'\n'), '') FROM outbox`).Scan(&outbox); err != nil {
 		t.Fatal(err)
 	}
 	assertNoSecret(t, "outbox", outbox)
@@ -723,7 +723,7 @@ func TestCodeScan(t *testing.T) {
 		t.Fatalf("ledger row %+v, want succeeded with run %s", e, r.ID)
 	}
 	var n, observed int
-	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT count(*) FILTER (WHERE kind = 'code' AND status = 'open'), count(*) FROM findings WHERE scope = $1`, scope).Scan(&n, &observed); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT count(*) FILTER (WHERE kind = 'code' AND status = 'open'), count(*) FROM findings WHERE scope = $1`, scope).Scan(&n, &observed); err != nil {
 		t.Fatal(err)
 	}
 	if n != 3 || observed != 3 {
@@ -735,7 +735,7 @@ func TestCodeScan(t *testing.T) {
 		t.Errorf("ledger row of the failing command %+v", e)
 	}
 	var brokenRuns int
-	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code-broken'`).Scan(&brokenRuns); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code-broken'`).Scan(&brokenRuns); err != nil {
 		t.Fatal(err)
 	}
 	if brokenRuns != 0 {
@@ -745,14 +745,14 @@ func TestCodeScan(t *testing.T) {
 	// Redelivery of the finished request (at-least-once delivery): nothing
 	// runs again and the ledger keeps its outcome.
 	var payload []byte
-	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT payload FROM outbox WHERE topic = $1 AND key = 'code'`, bus.TopicScanRequests).Scan(&payload); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT payload FROM outbox WHERE topic = $1 AND key = 'code'`, bus.TopicScanRequests).Scan(&payload); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.wk.Handle(h.ctx, bus.Message{Key: []byte("code"), Value: payload}); err != nil {
 		t.Fatalf("handling the request again: %v", err)
 	}
 	var all int
-	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code'`).Scan(&all); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code'`).Scan(&all); err != nil {
 		t.Fatal(err)
 	}
 	if es := h.waitLedger("code", 1); all != 1 || es[0].RunID != r.ID {
