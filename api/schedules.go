@@ -167,7 +167,7 @@ func mergeName(raw json.RawMessage, name string) map[string]json.RawMessage {
 func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 	scs, err := s.opt.Store.ListSchedules(r.Context())
 	if err != nil {
-		s.scheduleFailed(w, "listing schedules", "", err)
+		s.scheduleFailed(w, r, "listing schedules", "", err)
 		return
 	}
 	now := time.Now()
@@ -175,7 +175,7 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 	for _, sc := range scs {
 		v, err := viewOfSchedule(sc, now)
 		if err != nil {
-			s.scheduleFailed(w, "reading schedule", sc.Name, err)
+			s.scheduleFailed(w, r, "reading schedule", sc.Name, err)
 			return
 		}
 		views = append(views, v)
@@ -191,16 +191,16 @@ func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.scheduleFailed(w, "reading schedule", name, err)
+		s.scheduleFailed(w, r, "reading schedule", name, err)
 		return
 	}
-	s.writeSchedule(w, http.StatusOK, sc)
+	s.writeSchedule(w, r, http.StatusOK, sc)
 }
 
-func (s *Server) writeSchedule(w http.ResponseWriter, status int, sc store.Schedule) {
+func (s *Server) writeSchedule(w http.ResponseWriter, r *http.Request, status int, sc store.Schedule) {
 	v, err := viewOfSchedule(sc, time.Now())
 	if err != nil {
-		s.scheduleFailed(w, "reading schedule", sc.Name, err)
+		s.scheduleFailed(w, r, "reading schedule", sc.Name, err)
 		return
 	}
 	writeJSON(w, status, v)
@@ -220,7 +220,7 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.scheduleFailed(w, "creating schedule", sp.Name, err)
+		s.scheduleFailed(w, r, "creating schedule", sp.Name, err)
 		return
 	}
 	s.readBack(w, r, http.StatusCreated, sp.Name)
@@ -241,7 +241,7 @@ func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.scheduleFailed(w, "updating schedule", name, err)
+		s.scheduleFailed(w, r, "updating schedule", name, err)
 		return
 	}
 	s.readBack(w, r, http.StatusOK, name)
@@ -251,13 +251,13 @@ func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request) {
 func (s *Server) readBack(w http.ResponseWriter, r *http.Request, status int, name string) {
 	sc, err := s.opt.Store.GetSchedule(r.Context(), name)
 	if err != nil {
-		s.scheduleFailed(w, "reading schedule", name, err)
+		s.scheduleFailed(w, r, "reading schedule", name, err)
 		return
 	}
 	if status == http.StatusCreated {
 		w.Header().Set("Location", "/v1/schedules/"+url.PathEscape(name))
 	}
-	s.writeSchedule(w, status, sc)
+	s.writeSchedule(w, r, status, sc)
 }
 
 func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) {
@@ -268,7 +268,7 @@ func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.scheduleFailed(w, "deleting schedule", name, err)
+		s.scheduleFailed(w, r, "deleting schedule", name, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -303,7 +303,7 @@ func (s *Server) scheduleLedger(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, err := s.opt.Store.ListLedger(r.Context(), name, from, to)
 	if err != nil {
-		s.scheduleFailed(w, "reading the ledger", name, err)
+		s.scheduleFailed(w, r, "reading the ledger", name, err)
 		return
 	}
 	if len(entries) == 0 {
@@ -322,7 +322,6 @@ func (s *Server) scheduleLedger(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) scheduleFailed(w http.ResponseWriter, what, name string, err error) {
-	s.log.Error(what, "schedule", name, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal", what+" failed")
+func (s *Server) scheduleFailed(w http.ResponseWriter, r *http.Request, what, name string, err error) {
+	s.fail(w, r, fmt.Errorf("%s %q: %w", what, name, err), what)
 }

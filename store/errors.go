@@ -91,6 +91,12 @@ func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		// Whatever the server said (too many clients, the database not
+		// accepting connections, starting up), no connection: an outage.
+		return true
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
@@ -101,10 +107,9 @@ func IsUnavailable(err error) bool {
 		}
 		return false
 	}
-	var ce *pgconn.ConnectError
 	var ne net.Error
 	switch {
-	case errors.As(err, &ce), errors.As(err, &ne),
+	case errors.As(err, &ne),
 		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
 		errors.Is(err, context.DeadlineExceeded),
 		pgconn.Timeout(err), pgconn.SafeToRetry(err):

@@ -43,7 +43,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 	}
 	format, err := ingest.ParseFormat(req.Format)
 	if err != nil {
-		return "", &RequestError{Status: 400, Msg: err.Error()}
+		return "", invalidRequest(err.Error())
 	}
 	// Spool to disk first: the body is read once, its size is bounded, and
 	// format detection and the artifact store read the same bytes.
@@ -72,7 +72,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 					pe.File = "upload"
 				}
 			}
-			return "", &RequestError{Status: 422, Msg: err.Error()}
+			return "", &RequestError{Kind: ErrUnsupportedFormat, Msg: err.Error()}
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return "", fmt.Errorf("rewinding upload: %w", err)

@@ -165,6 +165,38 @@ func SQL(t testing.TB, st *store.Store) *pgxpool.Pool {
 	return p
 }
 
+// CutOff makes st's database (st from New) refuse new connections and
+// ends the open ones, for tests of what the code does while the database
+// is away. The database accepts connections again when the test ends.
+func CutOff(t testing.TB, st *store.Store) {
+	t.Helper()
+	v, ok := rawDBs.Load(st)
+	if !ok {
+		t.Fatal("storetest: CutOff needs a store made by storetest.New")
+	}
+	raw := v.(*rawDB)
+	u, err := url.Parse(raw.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	base := serverURL(t)
+	ctx := context.Background()
+	ident := pgx.Identifier{name}.Sanitize()
+	if err := execAdmin(ctx, base, "ALTER DATABASE "+ident+" ALLOW_CONNECTIONS false"); err != nil {
+		t.Fatalf("storetest: refusing connections to %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := execAdmin(context.Background(), base, "ALTER DATABASE "+ident+" ALLOW_CONNECTIONS true"); err != nil {
+			t.Errorf("storetest: allowing connections to %s again: %v", name, err)
+		}
+	})
+	if err := execAdmin(ctx, base, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "+
+		"'"+strings.ReplaceAll(name, "'", "''")+"' AND pid <> pg_backend_pid()"); err != nil {
+		t.Fatalf("storetest: ending connections to %s: %v", name, err)
+	}
+}
+
 // CopyRows COPYs rows into table (the columns named), for tests and
 // benchmarks that load data the store's API would not write as is.
 func CopyRows(t testing.TB, st *store.Store, table string, columns []string, rows [][]any) int64 {
