@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 )
@@ -63,11 +62,11 @@ type scheduleStatus struct {
 }
 
 func viewOfSchedule(sc store.Schedule, now time.Time) (scheduleView, error) {
-	sp, err := scheduler.SpecOf(sc)
+	sp, err := sc.Definition()
 	if err != nil {
 		return scheduleView{}, err
 	}
-	next, err := scheduler.NextDue(sc, now)
+	next, err := sc.NextDue(now)
 	if err != nil {
 		return scheduleView{}, err
 	}
@@ -211,7 +210,7 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rec, err := scheduler.Record(sp)
+	rec, err := store.ScheduleOf(sp)
 	if err == nil {
 		err = s.opt.Store.CreateSchedule(r.Context(), rec, actorOf(r))
 	}
@@ -232,7 +231,7 @@ func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rec, err := scheduler.Record(sp)
+	rec, err := store.ScheduleOf(sp)
 	if err == nil {
 		err = s.opt.Store.UpdateSchedule(r.Context(), rec, actorOf(r))
 	}

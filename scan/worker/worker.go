@@ -28,7 +28,6 @@ import (
 	"github.com/starpipe/starpipe/scan/amass"
 	"github.com/starpipe/starpipe/scan/code"
 	"github.com/starpipe/starpipe/scan/nuclei"
-	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/vault"
@@ -47,7 +46,7 @@ type Credentials interface {
 // Ledger records and reads the progress of scheduled runs; *store.Store
 // implements it.
 type Ledger interface {
-	scheduler.LedgerMarker
+	MarkLedger(ctx context.Context, id int64, status, runID, errText string) error
 	ListLedger(ctx context.Context, schedule string, from, to time.Time) ([]store.LedgerEntry, error)
 }
 
@@ -89,7 +88,7 @@ func New(opt Options) *Worker {
 // already ended (a redelivery after the outcome was recorded) is not run
 // again.
 func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
-	req, err := scheduler.DecodeScanRequest(msg.Value)
+	req, err := bus.DecodeScanRequest(msg.Value)
 	if err != nil {
 		return err
 	}
@@ -112,7 +111,7 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 		}
 		return bus.Poison(err)
 	}
-	if err := scheduler.Started(ctx, w.opt.Ledger, req.LedgerID, ""); err != nil {
+	if err := w.opt.Ledger.MarkLedger(ctx, req.LedgerID, store.LedgerRunning, "", ""); err != nil {
 		return ledgerError(err)
 	}
 	log.Info("scan started", "kind", sp.Kind)
@@ -134,7 +133,7 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 
 // finished returns the status of the request's ledger row when it has
 // already ended, and "" when the request is still to be run.
-func (w *Worker) finished(ctx context.Context, req scheduler.ScanRequest) (string, error) {
+func (w *Worker) finished(ctx context.Context, req bus.ScanRequest) (string, error) {
 	// The row is found by its schedule and due time (an indexed range) and
 	// picked by id; the window only absorbs timestamp rounding.
 	es, err := w.opt.Ledger.ListLedger(ctx, req.Schedule, req.Due.Add(-time.Second), req.Due.Add(time.Second))
@@ -159,7 +158,11 @@ func (w *Worker) finished(ctx context.Context, req scheduler.ScanRequest) (strin
 // outcome: retrying cannot change it, and returning the conflict would
 // retry the message forever.
 func (w *Worker) complete(ctx context.Context, log *slog.Logger, ledgerID int64, runID string, scanErr error) error {
-	err := scheduler.Complete(ctx, w.opt.Ledger, ledgerID, runID, scanErr)
+	status, errText := store.LedgerSucceeded, ""
+	if scanErr != nil {
+		status, errText = store.LedgerFailed, scanErr.Error()
+	}
+	err := w.opt.Ledger.MarkLedger(ctx, ledgerID, status, runID, errText)
 	if errors.Is(err, store.ErrConflict) {
 		log.Warn("scan outcome not recorded: the ledger row already ended", "err", err, "run_id", runID)
 		return nil
