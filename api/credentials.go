@@ -188,7 +188,7 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.credentialFailed(w, "creating credential", c.Name, err)
+		s.credentialFailed(w, r, "creating credential", c.Name, err)
 		return
 	}
 	w.Header().Set("Location", "/v1/credentials/"+url.PathEscape(c.Name))
@@ -202,7 +202,7 @@ func (s *Server) putCredential(w http.ResponseWriter, r *http.Request) {
 	}
 	id, created, err := credentials.Save(r.Context(), s.opt.Store, s.opt.Keyring, c, actorOf(r))
 	if err != nil {
-		s.credentialFailed(w, "storing credential", c.Name, err)
+		s.credentialFailed(w, r, "storing credential", c.Name, err)
 		return
 	}
 	status := http.StatusOK
@@ -216,7 +216,7 @@ func (s *Server) putCredential(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listCredentials(w http.ResponseWriter, r *http.Request) {
 	list, err := s.opt.Store.ListCredentials(r.Context())
 	if err != nil {
-		s.credentialFailed(w, "listing credentials", "", err)
+		s.credentialFailed(w, r, "listing credentials", "", err)
 		return
 	}
 	out := make([]credentialView, 0, len(list))
@@ -234,7 +234,7 @@ func (s *Server) getCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.credentialFailed(w, "reading credential", name, err)
+		s.credentialFailed(w, r, "reading credential", name, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, viewOf(m))
@@ -248,16 +248,14 @@ func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.credentialFailed(w, "deleting credential", name, err)
+		s.credentialFailed(w, r, "deleting credential", name, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// credentialFailed logs and answers an unexpected error. Store and vault
-// errors name the credential but never hold its secret; the client gets a
-// generic message all the same.
-func (s *Server) credentialFailed(w http.ResponseWriter, what, name string, err error) {
-	s.log.Error(what, "credential", name, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal", what+" failed")
+// credentialFailed answers an error of doing what to a credential. Store
+// and vault errors name the credential but never hold its secret.
+func (s *Server) credentialFailed(w http.ResponseWriter, r *http.Request, what, name string, err error) {
+	s.fail(w, r, fmt.Errorf("%s %q: %w", what, name, err), what)
 }

@@ -438,22 +438,9 @@ func (s *Server) controlItems(version string, counts []store.ControlCount, all b
 	return items
 }
 
-// readFailed answers a store error: a rejected filter or cursor is 400, a
-// missing thing 404, anything else 503 (logged; the database is the usual
-// cause).
+// readFailed answers an error of reading what.
 func (s *Server) readFailed(w http.ResponseWriter, r *http.Request, err error, what string) {
-	var ia *store.InvalidArgumentError
-	switch {
-	case errors.As(err, &ia):
-		writeError(w, http.StatusBadRequest, "invalid_parameter", ia.Error())
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", what+" not found")
-	case r.Context().Err() != nil:
-		// The client went away; nobody reads the answer.
-	default:
-		s.log.Error("reading from the store", "what", what, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "could not read "+what+"; try again")
-	}
+	s.fail(w, r, err, what)
 }
 
 // queryParamError is a bad query parameter; its message names the

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/starpipe/starpipe/finding"
@@ -81,7 +80,7 @@ func newReadEnv(t *testing.T) *readEnv {
 	e.run("code", "repo", "succeeded", t0, codeFindings, mapper)
 	e.run("external", "https://app.example", "queued", t0.Add(time.Minute), extFindings, mapper)
 	e.run("code", "repo", "processing", t0.Add(2*time.Minute), []finding.Finding{f0}, mapper)
-	if _, err := st.Pool().Exec(t.Context(), `UPDATE findings SET status = 'resolved', resolved_at = now(), resolved_by_run = $1 WHERE fingerprint = 'f4'`, e.runs[1]); err != nil {
+	if _, err := storetest.SQL(t, st).Exec(t.Context(), `UPDATE findings SET status = 'resolved', resolved_at = now(), resolved_by_run = $1 WHERE fingerprint = 'f4'`, e.runs[1]); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -91,7 +90,7 @@ func (e *readEnv) run(kind, scope, status string, created time.Time, fs []findin
 	t := e.t
 	t.Helper()
 	var id string
-	if err := e.st.Pool().QueryRow(t.Context(), `
+	if err := storetest.SQL(t, e.st).QueryRow(t.Context(), `
 		INSERT INTO scan_runs (kind, scope, tool, format, status, created_at)
 		VALUES ($1, $2, 'tool', 'sarif', $3, $4) RETURNING id::text`, kind, scope, status, created).Scan(&id); err != nil {
 		t.Fatal(err)
@@ -100,7 +99,7 @@ func (e *readEnv) run(kind, scope, status string, created time.Time, fs []findin
 	for i := range fs {
 		m.Apply(&fs[i])
 	}
-	err := e.st.InTx(t.Context(), func(tx pgx.Tx) error {
+	err := e.st.InTx(t.Context(), func(tx *store.Tx) error {
 		res, err := store.UpsertFindingsBatch(t.Context(), tx, id, fs, created)
 		for _, r := range res {
 			e.ids[r.Fingerprint] = r.ID

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/starpipe/starpipe/credentials"
-	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 )
@@ -65,11 +64,11 @@ type scheduleStatus struct {
 }
 
 func viewOfSchedule(sc store.Schedule, now time.Time) (scheduleView, error) {
-	sp, err := scheduler.SpecOf(sc)
+	sp, err := sc.Definition()
 	if err != nil {
 		return scheduleView{}, err
 	}
-	next, err := scheduler.NextDue(sc, now)
+	next, err := sc.NextDue(now)
 	if err != nil {
 		return scheduleView{}, err
 	}
@@ -146,7 +145,7 @@ func (s *Server) decodeSchedule(w http.ResponseWriter, r *http.Request, pathName
 		default:
 			// Admit's look-ups failed (the database is unreachable): not
 			// the client's fault.
-			s.scheduleFailed(w, "checking schedule", sp.Name, err)
+			s.scheduleFailed(w, r, "checking schedule", sp.Name, err)
 		}
 		return spec.Schedule{}, false
 	}
@@ -194,7 +193,7 @@ func (s *Server) schedulePolicy() spec.Options {
 func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 	scs, err := s.opt.Store.ListSchedules(r.Context())
 	if err != nil {
-		s.scheduleFailed(w, "listing schedules", "", err)
+		s.scheduleFailed(w, r, "listing schedules", "", err)
 		return
 	}
 	now := time.Now()
@@ -202,7 +201,7 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 	for _, sc := range scs {
 		v, err := viewOfSchedule(sc, now)
 		if err != nil {
-			s.scheduleFailed(w, "reading schedule", sc.Name, err)
+			s.scheduleFailed(w, r, "reading schedule", sc.Name, err)
 			return
 		}
 		views = append(views, v)
@@ -218,16 +217,16 @@ func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.scheduleFailed(w, "reading schedule", name, err)
+		s.scheduleFailed(w, r, "reading schedule", name, err)
 		return
 	}
-	s.writeSchedule(w, http.StatusOK, sc)
+	s.writeSchedule(w, r, http.StatusOK, sc)
 }
 
-func (s *Server) writeSchedule(w http.ResponseWriter, status int, sc store.Schedule) {
+func (s *Server) writeSchedule(w http.ResponseWriter, r *http.Request, status int, sc store.Schedule) {
 	v, err := viewOfSchedule(sc, time.Now())
 	if err != nil {
-		s.scheduleFailed(w, "reading schedule", sc.Name, err)
+		s.scheduleFailed(w, r, "reading schedule", sc.Name, err)
 		return
 	}
 	writeJSON(w, status, v)
@@ -238,7 +237,7 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rec, err := scheduler.Record(sp)
+	rec, err := store.ScheduleOf(sp)
 	if err == nil {
 		err = s.opt.Store.CreateSchedule(r.Context(), rec, actorOf(r))
 	}
@@ -247,7 +246,7 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.scheduleFailed(w, "creating schedule", sp.Name, err)
+		s.scheduleFailed(w, r, "creating schedule", sp.Name, err)
 		return
 	}
 	s.readBack(w, r, http.StatusCreated, sp.Name)
@@ -259,7 +258,7 @@ func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rec, err := scheduler.Record(sp)
+	rec, err := store.ScheduleOf(sp)
 	if err == nil {
 		err = s.opt.Store.UpdateSchedule(r.Context(), rec, actorOf(r))
 	}
@@ -268,7 +267,7 @@ func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.scheduleFailed(w, "updating schedule", name, err)
+		s.scheduleFailed(w, r, "updating schedule", name, err)
 		return
 	}
 	s.readBack(w, r, http.StatusOK, name)
@@ -278,13 +277,13 @@ func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request) {
 func (s *Server) readBack(w http.ResponseWriter, r *http.Request, status int, name string) {
 	sc, err := s.opt.Store.GetSchedule(r.Context(), name)
 	if err != nil {
-		s.scheduleFailed(w, "reading schedule", name, err)
+		s.scheduleFailed(w, r, "reading schedule", name, err)
 		return
 	}
 	if status == http.StatusCreated {
 		w.Header().Set("Location", "/v1/schedules/"+url.PathEscape(name))
 	}
-	s.writeSchedule(w, status, sc)
+	s.writeSchedule(w, r, status, sc)
 }
 
 func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) {
@@ -295,7 +294,7 @@ func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.scheduleFailed(w, "deleting schedule", name, err)
+		s.scheduleFailed(w, r, "deleting schedule", name, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -330,7 +329,7 @@ func (s *Server) scheduleLedger(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, err := s.opt.Store.ListLedger(r.Context(), name, from, to)
 	if err != nil {
-		s.scheduleFailed(w, "reading the ledger", name, err)
+		s.scheduleFailed(w, r, "reading the ledger", name, err)
 		return
 	}
 	if len(entries) == 0 {
@@ -349,7 +348,6 @@ func (s *Server) scheduleLedger(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) scheduleFailed(w http.ResponseWriter, what, name string, err error) {
-	s.log.Error(what, "schedule", name, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal", what+" failed")
+func (s *Server) scheduleFailed(w http.ResponseWriter, r *http.Request, what, name string, err error) {
+	s.fail(w, r, fmt.Errorf("%s %q: %w", what, name, err), what)
 }

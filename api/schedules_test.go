@@ -211,7 +211,7 @@ func TestLedgerShowsEveryRun(t *testing.T) {
 	var ids []string
 	for _, w := range wants {
 		var id string
-		if err := e.st.Pool().QueryRow(ctx, `
+		if err := storetest.SQL(t, e.st).QueryRow(ctx, `
 			INSERT INTO scan_runs (schedule_id, kind, scope, tool, format, status, error)
 			VALUES ('estate', 'external', $1, $2, $2, 'processing', NULL) RETURNING id::text`, w.scope, w.tool).Scan(&id); err != nil {
 			t.Fatal(err)
@@ -224,7 +224,7 @@ func TestLedgerShowsEveryRun(t *testing.T) {
 	// The pipeline finishes the runs after the scan ended: the ledger
 	// reads their statuses as they are now.
 	for i, w := range wants {
-		if _, err := e.st.Pool().Exec(ctx, `UPDATE scan_runs SET status = $2, error = nullif($3, '') WHERE id = $1::uuid`,
+		if _, err := storetest.SQL(t, e.st).Exec(ctx, `UPDATE scan_runs SET status = $2, error = nullif($3, '') WHERE id = $1::uuid`,
 			ids[i], w.status, map[bool]string{true: "bad output"}[w.status == "failed"]); err != nil {
 			t.Fatal(err)
 		}

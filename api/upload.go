@@ -48,16 +48,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := s.opt.Intake.Submit(r.Context(), body, req)
 	if err != nil {
-		if se, ok := errors.AsType[statusError](err); ok {
-			code := map[int]string{400: "bad_request", 413: "too_large", 422: "unsupported_format"}[se.HTTPStatus()]
-			if code == "" {
-				code = "bad_request"
-			}
-			writeError(w, se.HTTPStatus(), code, err.Error())
-			return
-		}
-		s.log.Error("upload", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "could not store the upload; try again")
+		s.fail(w, r, err, "the upload")
 		return
 	}
 	w.Header().Set("Location", "/v1/runs/"+id)
@@ -91,10 +82,4 @@ func multipartFile(r *http.Request, boundary string) (*filePart, error) {
 		}
 		part.Close()
 	}
-}
-
-// statusError is an error that knows its HTTP status (a caller's mistake).
-type statusError interface {
-	error
-	HTTPStatus() int
 }

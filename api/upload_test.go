@@ -50,7 +50,7 @@ func TestUpload(t *testing.T) {
 			t.Errorf("Location = %q", rec.Header().Get("Location"))
 		}
 		var status, format, file string
-		if err := st.Pool().QueryRow(t.Context(), `SELECT status, format, coalesce(file_name, '') FROM scan_runs WHERE id = $1::uuid`, res.ID).Scan(&status, &format, &file); err != nil {
+		if err := storetest.SQL(t, st).QueryRow(t.Context(), `SELECT status, format, coalesce(file_name, '') FROM scan_runs WHERE id = $1::uuid`, res.ID).Scan(&status, &format, &file); err != nil {
 			t.Fatalf("run %s not stored: %v", res.ID, err)
 		}
 		return status, format, file

@@ -78,7 +78,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		t.Fatalf("after replace: %v", err)
 	}
 	var actions []string
-	rows, _ := st.Pool().Query(ctx, `SELECT actor || ':' || action FROM activity_log WHERE subject_id = $1 ORDER BY id`, id)
+	rows, _ := storetest.SQL(t, st).Query(ctx, `SELECT actor || ':' || action FROM activity_log WHERE subject_id = $1 ORDER BY id`, id)
 	for rows.Next() {
 		var a string
 		_ = rows.Scan(&a)
@@ -149,7 +149,7 @@ func TestSealedBoundToRow(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := st.Pool().Exec(ctx, `UPDATE credentials SET sealed = (SELECT sealed FROM credentials WHERE name = 'high') WHERE name = 'low'`); err != nil {
+	if _, err := storetest.SQL(t, st).Exec(ctx, `UPDATE credentials SET sealed = (SELECT sealed FROM credentials WHERE name = 'high') WHERE name = 'low'`); err != nil {
 		t.Fatal(err)
 	}
 	c, err := credentials.LoadCredential(ctx, st, kr, "low")
@@ -189,11 +189,11 @@ func TestRotate(t *testing.T) {
 		}
 	}
 	var stale int
-	if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM credentials WHERE key_id <> $1 OR rotated_at IS NULL`, k2.ID()).Scan(&stale); err != nil || stale != 0 {
+	if err := storetest.SQL(t, st).QueryRow(ctx, `SELECT count(*) FROM credentials WHERE key_id <> $1 OR rotated_at IS NULL`, k2.ID()).Scan(&stale); err != nil || stale != 0 {
 		t.Fatalf("%d rows not under the new key (%v)", stale, err)
 	}
 	var logged int
-	if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action = 'credentials.rotated' AND actor = 'keys-rotate'`).Scan(&logged); err != nil || logged != 1 {
+	if err := storetest.SQL(t, st).QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action = 'credentials.rotated' AND actor = 'keys-rotate'`).Scan(&logged); err != nil || logged != 1 {
 		t.Fatalf("rotation activity entries = %d, %v", logged, err)
 	}
 	if n, err := credentials.Rotate(ctx, st, only2, "keys-rotate"); err != nil || n != 0 {
@@ -216,7 +216,7 @@ func TestRotateRollsBack(t *testing.T) {
 	}
 	// zz-victim sorts last, so a and b are rotated before the failure. Its
 	// ciphertext comes from another row and fails authentication.
-	if _, err := st.Pool().Exec(ctx, `UPDATE credentials SET sealed = (SELECT sealed FROM credentials WHERE name = 'a') WHERE name = 'zz-victim'`); err != nil {
+	if _, err := storetest.SQL(t, st).Exec(ctx, `UPDATE credentials SET sealed = (SELECT sealed FROM credentials WHERE name = 'a') WHERE name = 'zz-victim'`); err != nil {
 		t.Fatal(err)
 	}
 	before := storetest.DumpTable(t, st, "credentials")
@@ -232,7 +232,7 @@ func TestRotateRollsBack(t *testing.T) {
 	}
 
 	// A sealed value that does not even parse fails the same way.
-	if _, err := st.Pool().Exec(ctx, `UPDATE credentials SET sealed = 'v1:' || key_id || ':bm9wZQ==:x' WHERE name = 'zz-victim'`); err != nil {
+	if _, err := storetest.SQL(t, st).Exec(ctx, `UPDATE credentials SET sealed = 'v1:' || key_id || ':bm9wZQ==:x' WHERE name = 'zz-victim'`); err != nil {
 		t.Fatal(err)
 	}
 	before = storetest.DumpTable(t, st, "credentials")

@@ -9,13 +9,10 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/starpipe/starpipe/bus"
@@ -27,13 +24,25 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, msgs ...bus.Message) error
 }
 
+// Outbox is the part of the store the relay uses: *store.Store implements
+// it.
+type Outbox interface {
+	// RelayOutbox claims up to limit pending rows, calls publish with them
+	// in id order and marks them sent when it returns nil, all in one
+	// transaction.
+	RelayOutbox(ctx context.Context, limit int, publish func(context.Context, []store.OutboxMessage) error) (int, error)
+	// ListenOutbox calls notify whenever rows were committed, until ctx
+	// ends (nil) or the connection fails (an error).
+	ListenOutbox(ctx context.Context, notify func()) error
+}
+
 // HeaderRunID marks an outbox row that queues a run: once it is delivered
 // the run moves from received to queued.
-const HeaderRunID = "run_id"
+const HeaderRunID = store.HeaderRunID
 
 // Relay moves outbox rows to Kafka.
 type Relay struct {
-	pool      *pgxpool.Pool
+	ob        Outbox
 	pub       Publisher
 	log       *slog.Logger
 	batch     int
@@ -49,18 +58,27 @@ type Option func(*Relay)
 // notification arrives (notifications can be missed across reconnects).
 func WithPollInterval(d time.Duration) Option { return func(r *Relay) { r.poll = d } }
 
+// WithBatchSize sets how many rows one transaction claims at most.
+func WithBatchSize(n int) Option {
+	return func(r *Relay) {
+		if n > 0 {
+			r.batch = n
+		}
+	}
+}
+
 // WithMetrics registers the relay's counters.
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(r *Relay) { reg.MustRegister(r.published, r.failures) }
 }
 
-// New builds a relay over the store's pool.
-func New(st *store.Store, pub Publisher, log *slog.Logger, opts ...Option) *Relay {
+// New builds a relay over the outbox (a *store.Store).
+func New(ob Outbox, pub Publisher, log *slog.Logger, opts ...Option) *Relay {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Relay{
-		pool:  st.Pool(),
+		ob:    ob,
 		pub:   pub,
 		log:   log.With("component", "relay"),
 		batch: 200,
@@ -82,7 +100,14 @@ func New(st *store.Store, pub Publisher, log *slog.Logger, opts ...Option) *Rela
 // backoff; they never stop the loop.
 func (r *Relay) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
-	go r.listen(ctx, wake)
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		r.listen(ctx, wake)
+	}()
+	// The listener holds a pooled connection; Run returns only once it has
+	// given it back, so that closing the pool after Run never waits on it.
+	defer func() { <-listening }()
 	backoff := 250 * time.Millisecond
 	for {
 		n, err := r.Drain(ctx)
@@ -101,12 +126,15 @@ func (r *Relay) Run(ctx context.Context) error {
 				continue // more may be waiting
 			}
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-wake:
-		case <-time.After(wait):
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
@@ -114,28 +142,12 @@ func (r *Relay) Run(ctx context.Context) error {
 // pause, and the poll interval covers the gap.
 func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 	for ctx.Err() == nil {
-		err := func() error {
-			conn, err := r.pool.Acquire(ctx)
-			if err != nil {
-				return err
+		err := r.ob.ListenOutbox(ctx, func() {
+			select {
+			case wake <- struct{}{}:
+			default:
 			}
-			defer conn.Release()
-			if _, err := conn.Exec(ctx, "LISTEN "+store.OutboxChannel); err != nil {
-				return err
-			}
-			defer func() {
-				_, _ = conn.Exec(context.WithoutCancel(ctx), "UNLISTEN "+store.OutboxChannel)
-			}()
-			for {
-				if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
-					return err
-				}
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			}
-		}()
+		})
 		if ctx.Err() != nil {
 			return
 		}
@@ -149,47 +161,27 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 
 // Drain delivers one batch of pending rows and returns how many it sent.
 func (r *Relay) Drain(ctx context.Context) (int, error) {
-	var sent int
-	var claimed []int64
-	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		msgs, err := store.ClaimOutbox(ctx, tx, r.batch)
-		if err != nil || len(msgs) == 0 {
-			return err
-		}
-		for _, m := range msgs {
-			claimed = append(claimed, m.ID)
-		}
-		// Consecutive rows of one topic go in one call, in id order, so a
-		// key's messages keep their order on its partition.
-		var runIDs []string
-		for i := 0; i < len(msgs); {
-			j := i
-			var batch []bus.Message
-			for ; j < len(msgs) && msgs[j].Topic == msgs[i].Topic; j++ {
-				batch = append(batch, bus.Message{Key: []byte(msgs[j].Key), Value: msgs[j].Payload, Headers: msgs[j].Headers})
-				if id := msgs[j].Headers[HeaderRunID]; id != "" {
-					runIDs = append(runIDs, id)
-				}
-			}
-			if err := r.pub.Publish(ctx, msgs[i].Topic, batch...); err != nil {
-				return fmt.Errorf("publishing %d outbox messages to %s: %w", len(batch), msgs[i].Topic, err)
-			}
-			i = j
-		}
-		if err := store.MarkOutboxSent(ctx, tx, claimed, runIDs); err != nil {
-			return err
-		}
-		sent = len(msgs)
-		return nil
-	})
+	sent, err := r.ob.RelayOutbox(ctx, r.batch, r.publish)
 	if err != nil {
-		if len(claimed) > 0 && ctx.Err() == nil {
-			if merr := store.MarkOutboxFailed(context.WithoutCancel(ctx), r.pool, claimed, err); merr != nil {
-				err = errors.Join(err, merr)
-			}
-		}
 		return 0, err
 	}
 	r.published.Add(float64(sent))
 	return sent, nil
+}
+
+// publish sends consecutive rows of one topic in one call, in id order, so
+// a key's messages keep their order on its partition.
+func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) error {
+	for i := 0; i < len(msgs); {
+		j := i
+		var batch []bus.Message
+		for ; j < len(msgs) && msgs[j].Topic == msgs[i].Topic; j++ {
+			batch = append(batch, bus.Message{Key: []byte(msgs[j].Key), Value: msgs[j].Payload, Headers: msgs[j].Headers})
+		}
+		if err := r.pub.Publish(ctx, msgs[i].Topic, batch...); err != nil {
+			return fmt.Errorf("publishing %d outbox messages to %s: %w", len(batch), msgs[i].Topic, err)
+		}
+		i = j
+	}
+	return nil
 }

@@ -1,9 +1,7 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -13,27 +11,15 @@ import (
 	"github.com/starpipe/starpipe/store"
 )
 
-// ScanRequest is the payload of a scan-request message on
-// starpipe.scan.requests, keyed by schedule name. The worker that runs it
-// reports the run's progress against LedgerID (see Started and Complete).
-type ScanRequest struct {
-	LedgerID int64     `json:"ledger_id"`
-	Schedule string    `json:"schedule"`
-	Due      time.Time `json:"due"`
-	// CatchUp marks the run that stands in for missed due times; Due is
-	// then the latest of them.
-	CatchUp bool `json:"catch_up"`
-	// Spec is the schedule as it was when the run was claimed (the JSON
-	// form of spec.Schedule), so that an edit after the claim cannot change
-	// what this run scans.
-	Spec json.RawMessage `json:"spec"`
-}
+// ScanRequest is the payload of a scan-request message; it lives in bus
+// so that the worker reads it without importing the scheduler.
+type ScanRequest = bus.ScanRequest
 
 // Publisher queues a scan request. It runs inside the transaction that
 // claims the due time (q), so that the claim and the request commit
 // together: a crash can lose neither one without the other.
 type Publisher interface {
-	PublishScanRequest(ctx context.Context, q store.DBTX, req ScanRequest) error
+	PublishScanRequest(ctx context.Context, q *store.Tx, req ScanRequest) error
 }
 
 // OutboxPublisher writes scan requests to the transactional outbox, from
@@ -42,7 +28,7 @@ type Publisher interface {
 type OutboxPublisher struct{}
 
 // PublishScanRequest implements Publisher.
-func (OutboxPublisher) PublishScanRequest(ctx context.Context, q store.DBTX, req ScanRequest) error {
+func (OutboxPublisher) PublishScanRequest(ctx context.Context, q *store.Tx, req ScanRequest) error {
 	payload, err := bus.Encode(bus.TypeScanRequest, req)
 	if err != nil {
 		return err
@@ -53,24 +39,8 @@ func (OutboxPublisher) PublishScanRequest(ctx context.Context, q store.DBTX, req
 	return nil
 }
 
-// DecodeScanRequest reads a scan-request message value, for the worker.
-func DecodeScanRequest(value []byte) (ScanRequest, error) {
-	env, err := bus.Decode(value)
-	if err != nil {
-		return ScanRequest{}, err
-	}
-	if env.Type != bus.TypeScanRequest {
-		return ScanRequest{}, bus.Poison(fmt.Errorf("scan request: unexpected message type %q", env.Type))
-	}
-	var req ScanRequest
-	if err := env.Unmarshal(&req); err != nil {
-		return ScanRequest{}, err
-	}
-	if req.LedgerID <= 0 || req.Schedule == "" || len(req.Spec) == 0 {
-		return ScanRequest{}, bus.Poison(errors.New("scan request: ledger_id, schedule and spec are required"))
-	}
-	return req, nil
-}
+// DecodeScanRequest reads a scan-request message value (bus.DecodeScanRequest).
+func DecodeScanRequest(value []byte) (ScanRequest, error) { return bus.DecodeScanRequest(value) }
 
 // LedgerMarker records a scheduled run's progress; *store.Store
 // implements it.
@@ -97,51 +67,15 @@ func Complete(ctx context.Context, m LedgerMarker, ledgerID int64, runIDs []stri
 	return m.MarkLedger(ctx, ledgerID, store.LedgerSucceeded, runIDs, "")
 }
 
-// Record converts a schedule to its stored form. The schedule should have
-// been validated (spec.Decode, spec.DecodeJSON or Validate).
-func Record(s spec.Schedule) (store.Schedule, error) {
-	s.SetDefaults()
-	b, err := json.Marshal(s)
-	if err != nil {
-		return store.Schedule{}, fmt.Errorf("encoding schedule %s: %w", s.Name, err)
-	}
-	return store.Schedule{
-		Name:     s.Name,
-		Kind:     string(s.Kind),
-		Enabled:  s.IsEnabled(),
-		Cadence:  s.Cadence,
-		Timezone: s.Timezone,
-		Start:    s.Start,
-		Spec:     b,
-	}, nil
-}
+// Record converts a schedule to its stored form (store.ScheduleOf).
+func Record(s spec.Schedule) (store.Schedule, error) { return store.ScheduleOf(s) }
 
-// SpecOf decodes a stored schedule's definition.
-func SpecOf(sc store.Schedule) (spec.Schedule, error) {
-	var s spec.Schedule
-	dec := json.NewDecoder(bytes.NewReader(sc.Spec))
-	if err := dec.Decode(&s); err != nil {
-		return spec.Schedule{}, fmt.Errorf("decoding stored schedule %s: %w", sc.Name, err)
-	}
-	return s, nil
-}
+// SpecOf decodes a stored schedule's definition (store.Schedule.Definition).
+func SpecOf(sc store.Schedule) (spec.Schedule, error) { return sc.Definition() }
 
-// NextDue is the first due time of a stored schedule after now, or the
-// zero time when it is disabled or never fires again.
-func NextDue(sc store.Schedule, now time.Time) (time.Time, error) {
-	if !sc.Enabled {
-		return time.Time{}, nil
-	}
-	s, err := SpecOf(sc)
-	if err != nil {
-		return time.Time{}, err
-	}
-	c, err := s.CadenceOf()
-	if err != nil {
-		return time.Time{}, fmt.Errorf("schedule %s: %w", sc.Name, err)
-	}
-	return c.Next(now), nil
-}
+// NextDue is the first due time of a stored schedule after now
+// (store.Schedule.NextDue).
+func NextDue(sc store.Schedule, now time.Time) (time.Time, error) { return sc.NextDue(now) }
 
 // Upserter stores schedules; *store.Store implements it.
 type Upserter interface {

@@ -416,7 +416,7 @@ func (s *Scheduler) fire(ctx context.Context, sc store.Schedule, due time.Time, 
 		CatchUp:       catchUp,
 		Now:           now,
 		AbandonBefore: now.Add(-s.opt.AbandonAfter),
-		Enqueue: func(ctx context.Context, q store.DBTX, ledgerID int64) error {
+		Enqueue: func(ctx context.Context, q *store.Tx, ledgerID int64) error {
 			return s.opt.Publisher.PublishScanRequest(ctx, q, ScanRequest{
 				LedgerID: ledgerID, Schedule: sc.Name, Due: due, CatchUp: catchUp, Spec: sc.Spec,
 			})

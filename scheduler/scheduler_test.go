@@ -37,14 +37,14 @@ func addDaily(t *testing.T, st *store.Store, name string) {
 		t.Fatalf("Apply: %v", err)
 	}
 	// Pretend the schedule was created at t0, whatever the real date.
-	if _, err := st.Pool().Exec(t.Context(), `UPDATE schedules SET active_since = $2 WHERE name = $1`, name, t0); err != nil {
+	if _, err := storetest.SQL(t, st).Exec(t.Context(), `UPDATE schedules SET active_since = $2 WHERE name = $1`, name, t0); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func setWatermark(t *testing.T, st *store.Store, name string, due time.Time) {
 	t.Helper()
-	if _, err := st.Pool().Exec(t.Context(), `UPDATE schedules SET last_fired_due = $2 WHERE name = $1`, name, due); err != nil {
+	if _, err := storetest.SQL(t, st).Exec(t.Context(), `UPDATE schedules SET last_fired_due = $2 WHERE name = $1`, name, due); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -111,7 +111,7 @@ func wantLedger(t *testing.T, st *store.Store, name string, want ...row) []store
 // requests returns the scan requests in the outbox, in order.
 func requests(t *testing.T, st *store.Store) []scheduler.ScanRequest {
 	t.Helper()
-	rows, err := st.Pool().Query(t.Context(), `SELECT topic, key, payload FROM outbox ORDER BY id`)
+	rows, err := storetest.SQL(t, st).Query(t.Context(), `SELECT topic, key, payload FROM outbox ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}

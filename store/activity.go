@@ -24,7 +24,11 @@ type Activity struct {
 // AppendActivity writes an entry and returns its id. Pass the transaction
 // that makes the change so that the entry commits with it (nil uses the
 // pool).
-func (s *Store) AppendActivity(ctx context.Context, q DBTX, a Activity) (int64, error) {
+func (s *Store) AppendActivity(ctx context.Context, tx *Tx, a Activity) (int64, error) {
+	return s.appendActivity(ctx, s.on(tx), a)
+}
+
+func (s *Store) appendActivity(ctx context.Context, q DBTX, a Activity) (int64, error) {
 	if a.Actor == "" || a.Action == "" || a.SubjectType == "" {
 		return 0, errors.New("appending activity: actor, action and subject type are required")
 	}

@@ -31,7 +31,7 @@ type Artifact struct {
 // the transaction that records the run so that both commit together (nil
 // uses the pool). The compressed content is held in memory and must stay
 // under PostgreSQL's 1 GB bytea limit.
-func (s *Store) PutArtifact(ctx context.Context, q DBTX, r io.Reader, format string) (string, error) {
+func (s *Store) PutArtifact(ctx context.Context, tx *Tx, r io.Reader, format string) (string, error) {
 	var buf bytes.Buffer
 	enc, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1))
 	if err != nil {
@@ -47,7 +47,7 @@ func (s *Store) PutArtifact(ctx context.Context, q DBTX, r io.Reader, format str
 		return "", fmt.Errorf("storing artifact: compressing: %w", err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	_, err = s.q(q).Exec(ctx, `
+	_, err = s.on(tx).Exec(ctx, `
 		INSERT INTO artifacts (sha256, size, compressed_size, encoding, format, content)
 		VALUES ($1, $2, $3, 'zstd', $4, $5)
 		ON CONFLICT (sha256) DO NOTHING`,
@@ -86,12 +86,12 @@ func (s *Store) GetArtifact(ctx context.Context, sha string) (Artifact, []byte, 
 		err = fmt.Errorf("unknown encoding %q", a.Encoding)
 	}
 	if err != nil {
-		return Artifact{}, nil, fmt.Errorf("decompressing artifact %s: %w", sha, err)
+		return Artifact{}, nil, fmt.Errorf("decompressing artifact %s: %w", sha, errors.Join(ErrCorrupt, err))
 	}
 	// The hash is the artifact's identity and the evidence chain relies on
 	// it, so a mismatch is reported rather than returned silently.
 	if got := sha256.Sum256(raw); hex.EncodeToString(got[:]) != a.SHA256 {
-		return Artifact{}, nil, fmt.Errorf("reading artifact %s: content does not match its hash", sha)
+		return Artifact{}, nil, fmt.Errorf("reading artifact %s: content does not match its hash: %w", sha, ErrCorrupt)
 	}
 	return a, raw, nil
 }

@@ -71,7 +71,7 @@ func (s *Store) PutCredential(ctx context.Context, rec CredentialRecord, actor s
 	if rec.ID == "" || rec.Name == "" || rec.KeyID == "" || rec.Sealed == "" || actor == "" {
 		return "", false, fmt.Errorf("storing credential %q: id, name, key id, sealed value and actor are required", rec.Name)
 	}
-	err = s.InTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		var before *credentialAudit
 		var old credentialAudit
 		err := tx.QueryRow(ctx, `SELECT name, kind, key_id, targets, allow_http FROM credentials WHERE name = $1 FOR UPDATE`, rec.Name).
@@ -113,7 +113,7 @@ func (s *Store) PutCredential(ctx context.Context, rec CredentialRecord, actor s
 		if before != nil {
 			a.Before = before
 		}
-		_, err = s.AppendActivity(ctx, tx, a)
+		_, err = s.appendActivity(ctx, tx, a)
 		return err
 	})
 	if err != nil {
@@ -169,7 +169,7 @@ func (s *Store) SetCredentialTargets(ctx context.Context, name string, targets [
 	if actor == "" {
 		return fmt.Errorf("setting targets of credential %q: actor is required", name)
 	}
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var id string
 		var before credentialAudit
 		err := tx.QueryRow(ctx, `SELECT id::text, name, kind, key_id, targets, allow_http FROM credentials WHERE name = $1 FOR UPDATE`, name).
@@ -186,7 +186,7 @@ func (s *Store) SetCredentialTargets(ctx context.Context, name string, targets [
 		}
 		after := before
 		after.Targets, after.AllowHTTP = nonNil(targets), allowHTTP
-		_, err = s.AppendActivity(ctx, tx, Activity{Actor: actor, Action: "credential.targets_set",
+		_, err = s.appendActivity(ctx, tx, Activity{Actor: actor, Action: "credential.targets_set",
 			SubjectType: "credential", SubjectID: id, Before: before, After: after})
 		return err
 	})
@@ -237,7 +237,7 @@ func (s *Store) DeleteCredential(ctx context.Context, name, actor string) error 
 	if actor == "" {
 		return fmt.Errorf("deleting credential %q: actor is required", name)
 	}
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var id string
 		var before credentialAudit
 		err := tx.QueryRow(ctx, `DELETE FROM credentials WHERE name = $1 RETURNING id::text, name, kind, key_id, targets, allow_http`, name).
@@ -248,7 +248,7 @@ func (s *Store) DeleteCredential(ctx context.Context, name, actor string) error 
 		if err != nil {
 			return err
 		}
-		_, err = s.AppendActivity(ctx, tx, Activity{Actor: actor, Action: "credential.deleted",
+		_, err = s.appendActivity(ctx, tx, Activity{Actor: actor, Action: "credential.deleted",
 			SubjectType: "credential", SubjectID: id, Before: before})
 		return err
 	})
@@ -273,7 +273,7 @@ func (s *Store) RotateCredentials(ctx context.Context, actor string, fn func(id,
 	if actor == "" {
 		return 0, errors.New("rotating credentials: actor is required")
 	}
-	err = s.InTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		n = 0
 		if _, err := tx.Exec(ctx, `LOCK TABLE credentials IN EXCLUSIVE MODE`); err != nil {
 			return err
@@ -316,7 +316,7 @@ func (s *Store) RotateCredentials(ctx context.Context, actor string, fn func(id,
 			ids = append(ids, k)
 		}
 		slices.Sort(ids)
-		_, err = s.AppendActivity(ctx, tx, Activity{Actor: actor, Action: "credentials.rotated",
+		_, err = s.appendActivity(ctx, tx, Activity{Actor: actor, Action: "credentials.rotated",
 			SubjectType: "credential", SubjectID: "*",
 			After: map[string]any{"rotated": n, "key_ids": ids}})
 		return err

@@ -78,7 +78,7 @@ func TestPutGetListDeleteCredential(t *testing.T) {
 	}
 
 	// The activity log names who did what, with no sealed value in it.
-	rows, err := s.Pool().Query(ctx, `SELECT actor, action, coalesce(before::text, ''), coalesce(after::text, '') FROM activity_log WHERE subject_type = 'credential' ORDER BY id`)
+	rows, err := storetest.SQL(t, s).Query(ctx, `SELECT actor, action, coalesce(before::text, ''), coalesce(after::text, '') FROM activity_log WHERE subject_type = 'credential' ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestRotateCredentialsRollsBack(t *testing.T) {
 		t.Fatalf("RotateCredentials = %d, %v after %d calls; want 0, boom, 3", n, err, calls)
 	}
 	var moved int
-	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM credentials WHERE key_id = $1 OR rotated_at IS NOT NULL`, keyB).Scan(&moved); err != nil || moved != 0 {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT count(*) FROM credentials WHERE key_id = $1 OR rotated_at IS NOT NULL`, keyB).Scan(&moved); err != nil || moved != 0 {
 		t.Fatalf("%d rows changed by a failed rotation (%v)", moved, err)
 	}
 
@@ -136,7 +136,7 @@ func TestRotateCredentialsRollsBack(t *testing.T) {
 		t.Fatalf("RotateCredentials = %d, %v; want 2", n, err)
 	}
 	var underB int
-	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM credentials WHERE key_id = $1 AND rotated_at IS NOT NULL`, keyB).Scan(&underB); err != nil || underB != 2 {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT count(*) FROM credentials WHERE key_id = $1 AND rotated_at IS NOT NULL`, keyB).Scan(&underB); err != nil || underB != 2 {
 		t.Fatalf("%d rows under the new key (%v)", underB, err)
 	}
 }

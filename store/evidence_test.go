@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
@@ -26,12 +24,12 @@ func TestObservationsKeepTheirMapping(t *testing.T) {
 	ingest := func(rules string, links ...finding.ControlLink) string {
 		t.Helper()
 		var run string
-		if err := s.Pool().QueryRow(ctx, `INSERT INTO scan_runs (kind, scope, tool, format) VALUES ('code', 'repo', 'semgrep', 'sarif') RETURNING id::text`).Scan(&run); err != nil {
+		if err := storetest.SQL(t, s).QueryRow(ctx, `INSERT INTO scan_runs (kind, scope, tool, format) VALUES ('code', 'repo', 'semgrep', 'sarif') RETURNING id::text`).Scan(&run); err != nil {
 			t.Fatal(err)
 		}
 		fs := []finding.Finding{{Fingerprint: "a", Scope: "repo", Kind: finding.KindCode, Tool: "semgrep", RuleID: "r1",
 			Title: "first", Severity: finding.SeverityHigh, Controls: links, MappingRules: rules}}
-		err := s.InTx(ctx, func(tx pgx.Tx) error {
+		err := s.InTx(ctx, func(tx *store.Tx) error {
 			_, err := store.UpsertFindingsBatch(ctx, tx, run, fs, time.Now())
 			return err
 		})
@@ -47,7 +45,7 @@ func TestObservationsKeepTheirMapping(t *testing.T) {
 	}{runs[0]: {rulesA, linkA}, runs[1]: {rulesB, linkB}, runs[2]: {rulesB, linkB}, runs[3]: {rulesA, linkA}}
 
 	var id int64
-	if err := s.Pool().QueryRow(ctx, `SELECT id FROM findings`).Scan(&id); err != nil {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT id FROM findings`).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	d, err := s.GetFinding(ctx, id)
@@ -68,7 +66,7 @@ func TestObservationsKeepTheirMapping(t *testing.T) {
 	}
 	// Two link sets were replaced (A by B, B by A); each is kept once.
 	var kept int
-	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM control_mappings`).Scan(&kept); err != nil {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT count(*) FROM control_mappings`).Scan(&kept); err != nil {
 		t.Fatal(err)
 	}
 	if kept != 2 {

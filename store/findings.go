@@ -38,7 +38,8 @@ var stageColumns = []string{
 // kind, fingerprint) DO UPDATE. COPY is used because it is an order of magnitude
 // faster than row-by-row INSERTs for batches of thousands. seenAt is used
 // for findings whose SeenAt is zero. It returns the number of rows staged.
-func StageFindings(ctx context.Context, tx pgx.Tx, fs []finding.Finding, seenAt time.Time) (int64, error) {
+func StageFindings(ctx context.Context, t *Tx, fs []finding.Finding, seenAt time.Time) (int64, error) {
+	tx := t.tx
 	_, err := tx.Exec(ctx, `
 		CREATE TEMP TABLE IF NOT EXISTS findings_stage (
 			scope text NOT NULL,
@@ -197,8 +198,8 @@ type UpsertResult struct {
 // Duplicates within the batch collapse to the last seen. Activity-log
 // entries, outbox events and SLA dates are the caller's, decided from the
 // results.
-func UpsertFindingsBatch(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time) ([]UpsertResult, error) {
-	return UpsertFindings(ctx, tx, runID, fs, seenAt, nil)
+func UpsertFindingsBatch(ctx context.Context, t *Tx, runID string, fs []finding.Finding, seenAt time.Time) ([]UpsertResult, error) {
+	return UpsertFindings(ctx, t, runID, fs, seenAt, nil)
 }
 
 // newFindingColumns are the findings columns UpsertFindings COPYs for a new
@@ -215,7 +216,8 @@ var newFindingColumns = append(append([]string{}, stageColumns[:24]...),
 // path. A concurrent transaction inserting the same (scope, kind, fingerprint)
 // between the lookup and the COPY makes the COPY fail with a unique
 // violation; the caller's retry then finds the row and updates it.
-func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time, sla *SLA) ([]UpsertResult, error) {
+func UpsertFindings(ctx context.Context, t *Tx, runID string, fs []finding.Finding, seenAt time.Time, sla *SLA) ([]UpsertResult, error) {
+	tx := t.tx
 	if len(fs) == 0 {
 		return nil, nil
 	}
@@ -347,7 +349,7 @@ func UpsertFindings(ctx context.Context, tx pgx.Tx, runID string, fs []finding.F
 // upsertStaged is the bulk upsert through the staging table, for findings
 // that may already exist.
 func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Finding, seenAt time.Time) ([]UpsertResult, error) {
-	if _, err := StageFindings(ctx, tx, fs, seenAt); err != nil {
+	if _, err := StageFindings(ctx, &Tx{tx: tx}, fs, seenAt); err != nil {
 		return nil, err
 	}
 	rows, err := tx.Query(ctx, `
@@ -420,7 +422,8 @@ func upsertStaged(ctx context.Context, tx pgx.Tx, runID string, fs []finding.Fin
 // run and reports whether it is new. Call it first in the transaction that
 // stores the batch: false means a replay whose effect is already committed,
 // so the caller should roll back and just commit the offset.
-func RecordBatch(ctx context.Context, tx pgx.Tx, runID string, seq, findings int) (bool, error) {
+func RecordBatch(ctx context.Context, t *Tx, runID string, seq, findings int) (bool, error) {
+	tx := t.tx
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO run_batches (run_id, seq, findings) VALUES ($1::uuid, $2, $3)
 		ON CONFLICT (run_id, seq) DO NOTHING`, runID, seq, findings)

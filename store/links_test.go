@@ -36,7 +36,7 @@ func TestControlLinksFollowCurrentMapping(t *testing.T) {
 	ingest := func(f finding.Finding) {
 		t.Helper()
 		run := uuid.NewString()
-		err := s.InTx(ctx, func(tx pgx.Tx) error {
+		err := s.InTx(ctx, func(tx *store.Tx) error {
 			if err := store.CreateRun(ctx, tx, store.NewRun{ID: run, Kind: "code", Scope: "repo", Tool: "t", Format: "sarif", ArtifactSHA: sha}); err != nil {
 				return err
 			}
@@ -49,7 +49,7 @@ func TestControlLinksFollowCurrentMapping(t *testing.T) {
 	}
 	links := func() []string {
 		t.Helper()
-		rows, err := s.Pool().Query(ctx, `SELECT control_id || '/' || rule_id FROM control_links ORDER BY 1`)
+		rows, err := storetest.SQL(t, s).Query(ctx, `SELECT control_id || '/' || rule_id FROM control_links ORDER BY 1`)
 		if err != nil {
 			t.Fatal(err)
 		}

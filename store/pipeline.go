@@ -8,10 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-)
 
-// OutboxChannel is the NOTIFY channel that wakes the outbox relay.
-const OutboxChannel = "starpipe_outbox"
+	"github.com/starpipe/starpipe/finding"
+)
 
 // NewRun is a scan run as intake records it.
 type NewRun struct {
@@ -28,7 +27,8 @@ type NewRun struct {
 // CreateRun inserts a run in status received. Call it in the transaction
 // that stores the artifact and enqueues the run, so all three commit
 // together or not at all.
-func CreateRun(ctx context.Context, tx pgx.Tx, r NewRun) error {
+func CreateRun(ctx context.Context, t *Tx, r NewRun) error {
+	tx := t.tx
 	_, err := tx.Exec(ctx, `
 		INSERT INTO scan_runs (id, schedule_id, kind, scope, tool, format, status, artifact_sha256, created_by)
 		VALUES ($1::uuid, nullif($2, ''), $3, $4, $5, $6, 'received', $7, nullif($8, ''))`,
@@ -39,9 +39,9 @@ func CreateRun(ctx context.Context, tx pgx.Tx, r NewRun) error {
 	return nil
 }
 
-// Enqueue adds a message to the outbox and wakes the relay once the
+// Enqueue adds a message to the outbox in tx and wakes the relay once the
 // transaction commits (NOTIFY is transactional).
-func Enqueue(ctx context.Context, q DBTX, topic, key string, payload []byte, headers map[string]string) (int64, error) {
+func Enqueue(ctx context.Context, tx *Tx, topic, key string, payload []byte, headers map[string]string) (int64, error) {
 	var hdr []byte
 	if len(headers) > 0 {
 		var err error
@@ -50,7 +50,7 @@ func Enqueue(ctx context.Context, q DBTX, topic, key string, payload []byte, hea
 		}
 	}
 	var id int64
-	err := q.QueryRow(ctx, `
+	err := tx.tx.QueryRow(ctx, `
 		WITH ins AS (
 			INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4)
 			RETURNING id
@@ -61,63 +61,6 @@ func Enqueue(ctx context.Context, q DBTX, topic, key string, payload []byte, hea
 		return 0, fmt.Errorf("enqueueing %s message: %w", topic, err)
 	}
 	return id, nil
-}
-
-// OutboxMessage is a pending outbox row.
-type OutboxMessage struct {
-	ID      int64
-	Topic   string
-	Key     string
-	Payload []byte
-	Headers map[string]string
-}
-
-// ClaimOutbox locks up to limit unsent rows in id order for this
-// transaction; concurrent relays skip each other's rows.
-func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxMessage, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT id, topic, coalesce(key, ''), payload, headers
-		FROM outbox WHERE sent_at IS NULL
-		ORDER BY id LIMIT $1
-		FOR UPDATE SKIP LOCKED`, limit)
-	if err != nil {
-		return nil, fmt.Errorf("claiming outbox rows: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (OutboxMessage, error) {
-		var m OutboxMessage
-		var hdr []byte
-		if err := r.Scan(&m.ID, &m.Topic, &m.Key, &m.Payload, &hdr); err != nil {
-			return m, err
-		}
-		if len(hdr) > 0 {
-			if err := json.Unmarshal(hdr, &m.Headers); err != nil {
-				return m, fmt.Errorf("outbox row %d headers: %w", m.ID, err)
-			}
-		}
-		return m, nil
-	})
-}
-
-// MarkOutboxSent records delivery. Runs whose run-received message was
-// delivered move from received to queued.
-func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64, runIDs []string) error {
-	if _, err := tx.Exec(ctx, `UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)`, ids); err != nil {
-		return fmt.Errorf("marking outbox rows sent: %w", err)
-	}
-	if len(runIDs) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE scan_runs SET status = 'queued' WHERE id = ANY($1::uuid[]) AND status = 'received'`, runIDs); err != nil {
-			return fmt.Errorf("marking runs queued: %w", err)
-		}
-	}
-	return nil
-}
-
-// MarkOutboxFailed records a failed delivery attempt.
-func MarkOutboxFailed(ctx context.Context, q DBTX, ids []int64, cause error) error {
-	if _, err := q.Exec(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)`, ids, cause.Error()); err != nil {
-		return fmt.Errorf("recording outbox failure: %w", err)
-	}
-	return nil
 }
 
 // PendingOutbox counts unsent rows: the delivery backlog an operator
@@ -134,7 +77,7 @@ type RunInput struct {
 	Kind        string
 	Scope       string
 	Format      string
-	Status      string
+	Status      finding.RunStatus
 	ArtifactSHA string
 	ScheduleID  string
 }
@@ -178,8 +121,8 @@ func (s *Store) StartRun(ctx context.Context, id, format string) (bool, error) {
 
 // FailRun marks a run failed with the error, unless it already finished.
 // A failed run reconciles nothing.
-func FailRun(ctx context.Context, q DBTX, id, reason string) error {
-	_, err := q.Exec(ctx, `
+func (s *Store) FailRun(ctx context.Context, id, reason string) error {
+	_, err := s.pool.Exec(ctx, `
 		UPDATE scan_runs SET status = 'failed', error = $2, finished_at = now()
 		WHERE id = $1::uuid AND status NOT IN ('succeeded', 'failed')`, id, reason)
 	if err != nil {
@@ -190,7 +133,7 @@ func FailRun(ctx context.Context, q DBTX, id, reason string) error {
 
 // RunProgress is a run's state after a batch or its finish was recorded.
 type RunProgress struct {
-	Status          string
+	Status          finding.RunStatus
 	Kind            string
 	Scope           string
 	BatchesStored   int
@@ -206,7 +149,8 @@ func (p RunProgress) Complete() bool {
 // AddBatch counts a stored batch on its run and returns the progress. The
 // row lock it takes serialises the last batch and run-finished, so exactly
 // one of them sees the run complete.
-func AddBatch(ctx context.Context, tx pgx.Tx, runID string, findings int) (RunProgress, error) {
+func AddBatch(ctx context.Context, t *Tx, runID string, findings int) (RunProgress, error) {
+	tx := t.tx
 	return scanProgress(tx.QueryRow(ctx, `
 		UPDATE scan_runs SET batches_stored = batches_stored + 1, findings_seen = findings_seen + $2
 		WHERE id = $1::uuid
@@ -215,7 +159,8 @@ func AddBatch(ctx context.Context, tx pgx.Tx, runID string, findings int) (RunPr
 
 // FinishRun records run-finished: the number of batches to expect and the
 // parse statistics.
-func FinishRun(ctx context.Context, tx pgx.Tx, runID string, batches int, stats any) (RunProgress, error) {
+func FinishRun(ctx context.Context, t *Tx, runID string, batches int, stats any) (RunProgress, error) {
+	tx := t.tx
 	b, err := json.Marshal(stats)
 	if err != nil {
 		return RunProgress{}, fmt.Errorf("encoding run stats: %w", err)
@@ -317,7 +262,8 @@ func slaExpr(start string, n int) string {
 // positive findings are never changed by a scan. It marks the run
 // succeeded; a run already succeeded or failed is left alone and nothing
 // changes, so a replayed run-finished is harmless.
-func Reconcile(ctx context.Context, tx pgx.Tx, runID string, sla SLA) ([]StatusChange, error) {
+func Reconcile(ctx context.Context, t *Tx, runID string, sla SLA) ([]StatusChange, error) {
+	tx := t.tx
 	var scope, kind, status string
 	var toolsJSON []byte
 	err := tx.QueryRow(ctx, `
@@ -379,12 +325,41 @@ func Reconcile(ctx context.Context, tx pgx.Tx, runID string, sla SLA) ([]StatusC
 
 // SetRunDetails records the uploaded file's name and the environmental
 // CVSS context its findings are scored under.
-func SetRunDetails(ctx context.Context, tx pgx.Tx, runID, name, environment string) error {
+func SetRunDetails(ctx context.Context, t *Tx, runID, name, environment string) error {
+	tx := t.tx
 	if _, err := tx.Exec(ctx, `UPDATE scan_runs SET file_name = nullif($2, ''), environment = nullif($3, '') WHERE id = $1::uuid`,
 		runID, name, environment); err != nil {
 		return fmt.Errorf("recording file name of run %s: %w", runID, err)
 	}
 	return nil
+}
+
+// RunEnvironment returns the environmental CVSS context (a vector
+// fragment) the run's findings are scored under, or "" when it has none or
+// the run is unknown.
+func (s *Store) RunEnvironment(ctx context.Context, runID string) (string, error) {
+	var frag string
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(environment, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&frag)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("loading environment of run %s: %w", runID, err)
+	}
+	return frag, nil
+}
+
+// RunStatus returns a run's status in tx; an unknown run is ErrNotFound.
+func RunStatus(ctx context.Context, t *Tx, runID string) (finding.RunStatus, error) {
+	var status string
+	err := t.tx.QueryRow(ctx, `SELECT status FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("run %s: %w", runID, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("loading run %s: %w", runID, err)
+	}
+	return finding.RunStatus(status), nil
 }
 
 // RunFileName returns the uploaded file's name, or "" when unknown.
@@ -398,7 +373,8 @@ func (s *Store) RunFileName(ctx context.Context, runID string) (string, error) {
 }
 
 // AppendActivityBatch writes many activity rows with one COPY.
-func AppendActivityBatch(ctx context.Context, tx pgx.Tx, acts []Activity) error {
+func AppendActivityBatch(ctx context.Context, t *Tx, acts []Activity) error {
+	tx := t.tx
 	if len(acts) == 0 {
 		return nil
 	}
@@ -432,7 +408,8 @@ func AppendActivityBatch(ctx context.Context, tx pgx.Tx, acts []Activity) error 
 }
 
 // EnqueueBatch adds many outbox rows with one COPY and wakes the relay.
-func EnqueueBatch(ctx context.Context, tx pgx.Tx, msgs []OutboxMessage) error {
+func EnqueueBatch(ctx context.Context, t *Tx, msgs []OutboxMessage) error {
+	tx := t.tx
 	if len(msgs) == 0 {
 		return nil
 	}

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
@@ -30,7 +28,7 @@ func newReadFixture(t *testing.T) *readFixture {
 func (fx *readFixture) run(t *testing.T, scope, status string, created time.Time) string {
 	t.Helper()
 	var id string
-	err := fx.s.Pool().QueryRow(t.Context(), `
+	err := storetest.SQL(t, fx.s).QueryRow(t.Context(), `
 		INSERT INTO scan_runs (kind, scope, tool, format, status, created_at, schedule_id, findings_seen)
 		VALUES ('code', $1, 'semgrep', 'sarif', $2, $3, 'nightly', 0) RETURNING id::text`,
 		scope, status, created).Scan(&id)
@@ -45,7 +43,7 @@ func (fx *readFixture) run(t *testing.T, scope, status string, created time.Time
 func (fx *readFixture) upsert(t *testing.T, run string, fs []finding.Finding) []store.UpsertResult {
 	t.Helper()
 	var res []store.UpsertResult
-	err := fx.s.InTx(t.Context(), func(tx pgx.Tx) error {
+	err := fx.s.InTx(t.Context(), func(tx *store.Tx) error {
 		var err error
 		res, err = store.UpsertFindingsBatch(t.Context(), tx, run, fs, time.Now())
 		return err
@@ -130,7 +128,7 @@ func TestListFindingsPagination(t *testing.T) {
 		t.Fatalf("ids not strictly increasing (duplicates or disorder): %v", got)
 	}
 	var total int
-	if err := fx.s.Pool().QueryRow(ctx, `SELECT count(*) FROM findings`).Scan(&total); err != nil {
+	if err := storetest.SQL(t, fx.s).QueryRow(ctx, `SELECT count(*) FROM findings`).Scan(&total); err != nil {
 		t.Fatal(err)
 	}
 	if total != len(got) {
@@ -162,7 +160,7 @@ func TestListFindingsFilters(t *testing.T) {
 		idOf[r.Fingerprint] = r.ID
 	}
 	// fp-0001 resolved, fp-0002 accepted, fp-0003 reopened.
-	if _, err := fx.s.Pool().Exec(ctx, `
+	if _, err := storetest.SQL(t, fx.s).Exec(ctx, `
 		UPDATE findings SET status = CASE fingerprint
 			WHEN 'fp-0001' THEN 'resolved' WHEN 'fp-0002' THEN 'accepted' ELSE 'reopened' END
 		WHERE fingerprint IN ('fp-0001', 'fp-0002', 'fp-0003')`); err != nil {
@@ -370,7 +368,7 @@ func TestGetAndListRuns(t *testing.T) {
 		fx.run(t, []string{"repo-a", "repo-b"}[i%2], statuses[i], c)
 	}
 	fx.upsert(t, fx.runs[0], []finding.Finding{seedVaried(3), seedVaried(4), seedVaried(8)})
-	if _, err := fx.s.Pool().Exec(ctx, `UPDATE scan_runs SET error = 'parse failed', batches_expected = 2 WHERE id = $1`, fx.runs[1]); err != nil {
+	if _, err := storetest.SQL(t, fx.s).Exec(ctx, `UPDATE scan_runs SET error = 'parse failed', batches_expected = 2 WHERE id = $1`, fx.runs[1]); err != nil {
 		t.Fatal(err)
 	}
 
@@ -438,7 +436,7 @@ func TestControlSummary(t *testing.T) {
 	fx.upsert(t, run, fs)
 	// fp-0004 (critical) resolved, fp-0009 (critical) false positive,
 	// fp-0003 (high) reopened: still active.
-	if _, err := fx.s.Pool().Exec(ctx, `
+	if _, err := storetest.SQL(t, fx.s).Exec(ctx, `
 		UPDATE findings SET status = CASE fingerprint
 			WHEN 'fp-0004' THEN 'resolved' WHEN 'fp-0009' THEN 'false_positive' ELSE 'reopened' END
 		WHERE fingerprint IN ('fp-0003', 'fp-0004', 'fp-0009')`); err != nil {

@@ -114,7 +114,7 @@ func (s *Store) UpsertSchedule(ctx context.Context, sc Schedule, actor string) (
 // them are stored, or none is. created[i] reports whether scs[i] was new.
 func (s *Store) UpsertSchedules(ctx context.Context, scs []Schedule, actor string) (created []bool, err error) {
 	created = make([]bool, len(scs))
-	err = s.InTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		for i, sc := range scs {
 			c, err := s.upsertSchedule(ctx, tx, sc, actor, modeUpsert)
 			if err != nil {
@@ -133,7 +133,7 @@ func (s *Store) UpsertSchedules(ctx context.Context, scs []Schedule, actor strin
 // CreateSchedule stores a new schedule; a live schedule of the same name
 // is ErrConflict. A deleted one is revived.
 func (s *Store) CreateSchedule(ctx context.Context, sc Schedule, actor string) error {
-	return s.InTx(ctx, func(tx pgx.Tx) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
 		_, err := s.upsertSchedule(ctx, tx, sc, actor, modeCreate)
 		return err
 	})
@@ -142,7 +142,7 @@ func (s *Store) CreateSchedule(ctx context.Context, sc Schedule, actor string) e
 // UpdateSchedule replaces an existing schedule; a missing or deleted one
 // is ErrNotFound.
 func (s *Store) UpdateSchedule(ctx context.Context, sc Schedule, actor string) error {
-	return s.InTx(ctx, func(tx pgx.Tx) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
 		_, err := s.upsertSchedule(ctx, tx, sc, actor, modeUpdate)
 		return err
 	})
@@ -232,7 +232,7 @@ func (s *Store) scheduleChanged(ctx context.Context, tx pgx.Tx, name, actor, act
 	if after != nil {
 		a.After = after
 	}
-	if _, err := s.AppendActivity(ctx, tx, a); err != nil {
+	if _, err := s.appendActivity(ctx, tx, a); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ScheduleChannel, name); err != nil {
@@ -248,7 +248,7 @@ func (s *Store) DeleteSchedule(ctx context.Context, name, actor string) error {
 	if actor == "" {
 		return errors.New("deleting schedule: actor is required")
 	}
-	return s.InTx(ctx, func(tx pgx.Tx) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
 		var before json.RawMessage
 		err := tx.QueryRow(ctx, `
 			UPDATE schedules SET deleted_at = now(), enabled = false, updated_at = now(), updated_by = $2
@@ -334,7 +334,7 @@ type ClaimRequest struct {
 	// Enqueue is called inside the claim's transaction when the run may
 	// start (status pending), with the new ledger id, to queue the scan
 	// request in the outbox: the claim and the request commit together.
-	Enqueue func(ctx context.Context, q DBTX, ledgerID int64) error
+	Enqueue func(ctx context.Context, tx *Tx, ledgerID int64) error
 }
 
 // Claim is what ClaimDue did.
@@ -357,7 +357,7 @@ type Claim struct {
 // schedule is ErrNotFound.
 func (s *Store) ClaimDue(ctx context.Context, req ClaimRequest) (Claim, error) {
 	var c Claim
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		c = Claim{}
 		// Locking the schedule row serialises claims of one schedule, so
 		// that the overlap check below sees every earlier claim.
@@ -415,7 +415,7 @@ func (s *Store) ClaimDue(ctx context.Context, req ClaimRequest) (Claim, error) {
 			return err
 		}
 		if c.Claimed && c.Status == LedgerPending && req.Enqueue != nil {
-			return req.Enqueue(ctx, tx, c.LedgerID)
+			return req.Enqueue(ctx, &Tx{tx: tx}, c.LedgerID)
 		}
 		return nil
 	})
@@ -453,7 +453,7 @@ func (s *Store) RecordMissed(ctx context.Context, schedule string, dues []time.T
 		}
 	}
 	var n int64
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
 			INSERT INTO schedule_ledger (schedule, due_at, status, claimed_at, error)
 			SELECT $1, d, 'missed', $3, 'no scheduler was leading at the due time'
@@ -500,7 +500,7 @@ func (s *Store) MarkLedger(ctx context.Context, id int64, status string, runIDs 
 		first = runIDs[0]
 	}
 	var cur string
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		// The lock orders concurrent marks of one row (a redelivery racing
 		// the original) and tells an unknown id from a finished one.
 		err := tx.QueryRow(ctx, `SELECT status FROM schedule_ledger WHERE id = $1 FOR UPDATE`, id).Scan(&cur)

@@ -25,7 +25,7 @@ func sched(name, cadence string, enabled bool, urls ...string) store.Schedule {
 func activityCount(t *testing.T, s *store.Store, name string) int {
 	t.Helper()
 	var n int
-	if err := s.Pool().QueryRow(t.Context(),
+	if err := storetest.SQL(t, s).QueryRow(t.Context(),
 		`SELECT count(*) FROM activity_log WHERE subject_type = 'schedule' AND subject_id = $1`, name).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestScheduleLifecycle(t *testing.T) {
 		t.Fatalf("after a target change: %+v", got)
 	}
 	var before, after string
-	if err := s.Pool().QueryRow(ctx, `
+	if err := storetest.SQL(t, s).QueryRow(ctx, `
 		SELECT before->'targets'->>'urls', after->'targets'->>'urls' FROM activity_log
 		WHERE subject_id = 'web' AND action = 'schedule.updated'`).Scan(&before, &after); err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func TestScheduleLifecycle(t *testing.T) {
 		t.Fatalf("revived = %+v, %v", got, err)
 	}
 	var actions []string
-	rows, _ := s.Pool().Query(ctx, `SELECT action FROM activity_log WHERE subject_id = 'web' ORDER BY id`)
+	rows, _ := storetest.SQL(t, s).Query(ctx, `SELECT action FROM activity_log WHERE subject_id = 'web' ORDER BY id`)
 	for rows.Next() {
 		var a string
 		_ = rows.Scan(&a)
@@ -182,7 +182,7 @@ func TestClaimDueExactlyOnce(t *testing.T) {
 		wg.Go(func() {
 			claims[i], errs[i] = s.ClaimDue(ctx, store.ClaimRequest{
 				Schedule: "web", Due: due, Now: due,
-				Enqueue: func(ctx context.Context, q store.DBTX, id int64) error {
+				Enqueue: func(ctx context.Context, q *store.Tx, id int64) error {
 					_, err := store.Enqueue(ctx, q, "starpipe.scan.requests", "web", fmt.Appendf(nil, `{"ledger_id":%d}`, id), nil)
 					return err
 				},
@@ -206,7 +206,7 @@ func TestClaimDueExactlyOnce(t *testing.T) {
 		t.Fatalf("%d claims won, want 1", won)
 	}
 	var outbox int
-	_ = s.Pool().QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&outbox)
+	_ = storetest.SQL(t, s).QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&outbox)
 	if outbox != 1 {
 		t.Fatalf("%d outbox rows, want 1", outbox)
 	}
@@ -226,7 +226,7 @@ func TestClaimDueRollsBackWithEnqueue(t *testing.T) {
 	due := time.Date(2030, 1, 1, 2, 0, 0, 0, time.UTC)
 	boom := errors.New("boom")
 	_, err := s.ClaimDue(ctx, store.ClaimRequest{Schedule: "web", Due: due, Now: due,
-		Enqueue: func(context.Context, store.DBTX, int64) error { return boom }})
+		Enqueue: func(context.Context, *store.Tx, int64) error { return boom }})
 	if !errors.Is(err, boom) {
 		t.Fatalf("ClaimDue = %v, want boom", err)
 	}
@@ -291,7 +291,7 @@ func TestMarkLedger(t *testing.T) {
 	newRun := func(scope, tool string) string {
 		t.Helper()
 		var id string
-		if err := s.Pool().QueryRow(ctx, `INSERT INTO scan_runs (schedule_id, kind, scope, tool, format) VALUES ('web', 'external', $1, $2, $2) RETURNING id::text`, scope, tool).Scan(&id); err != nil {
+		if err := storetest.SQL(t, s).QueryRow(ctx, `INSERT INTO scan_runs (schedule_id, kind, scope, tool, format) VALUES ('web', 'external', $1, $2, $2) RETURNING id::text`, scope, tool).Scan(&id); err != nil {
 			t.Fatal(err)
 		}
 		return id

@@ -9,7 +9,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -19,16 +18,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/klauspost/compress/zstd"
-)
-
-// Errors callers classify on.
-var (
-	// ErrNotFound means the thing asked for does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrUnauthenticated means a token is unknown, malformed or revoked.
-	ErrUnauthenticated = errors.New("unauthenticated")
-	// ErrConflict means a unique name is already taken.
-	ErrConflict = errors.New("already exists")
 )
 
 // DBTX is what both *pgxpool.Pool and pgx.Tx offer, so that a query can run
@@ -104,9 +93,6 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	return &Store{pool: pool, log: o.log.With("component", "store"), zdec: zdec}, nil
 }
 
-// Pool is the underlying pool, for packages that write their own queries.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
-
 // Ping checks that the database answers, for readiness probes.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
@@ -121,10 +107,28 @@ func (s *Store) Close() {
 	s.zdec.Close()
 }
 
+// Tx is a transaction opened by InTx. The store functions that take one
+// run in it, so that a caller composes several writes (a finding change,
+// its activity-log entry, its outbox message) into one commit without
+// running SQL itself: Tx offers no query methods outside this package.
+type Tx struct{ tx pgx.Tx }
+
 // InTx runs fn in a transaction, committing if fn returns nil and rolling
 // back otherwise.
-func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
+func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
+}
+
+// on is the transaction when there is one, the pool otherwise.
+func (s *Store) on(tx *Tx) DBTX {
+	if tx == nil {
+		return s.pool
+	}
+	return tx.tx
 }
 
 func (s *Store) q(q DBTX) DBTX {
@@ -132,10 +136,4 @@ func (s *Store) q(q DBTX) DBTX {
 		return s.pool
 	}
 	return q
-}
-
-// isUniqueViolation reports a unique_violation (23505).
-func isUniqueViolation(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "23505"
 }

@@ -127,7 +127,7 @@ func TestActivityLogAppendOnly(t *testing.T) {
 		t.Fatalf("AppendActivity: %v", err)
 	}
 	// Inside a caller's transaction too.
-	err = s.InTx(ctx, func(tx pgx.Tx) error {
+	err = s.InTx(ctx, func(tx *store.Tx) error {
 		_, err := s.AppendActivity(ctx, tx, store.Activity{Actor: "system", Action: "x", SubjectType: "run",
 			RunID: "6f1c8c1e-8a51-4f6e-9d6b-0c6f9f4f3a11", At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
 		return err
@@ -136,7 +136,7 @@ func TestActivityLogAppendOnly(t *testing.T) {
 		t.Fatalf("AppendActivity in tx: %v", err)
 	}
 	var after string
-	if err := s.Pool().QueryRow(ctx, `SELECT after->>'status' FROM activity_log WHERE id = $1`, id).Scan(&after); err != nil || after != "accepted" {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT after->>'status' FROM activity_log WHERE id = $1`, id).Scan(&after); err != nil || after != "accepted" {
 		t.Fatalf("read back: %q, %v", after, err)
 	}
 	for _, sql := range []string{
@@ -144,13 +144,13 @@ func TestActivityLogAppendOnly(t *testing.T) {
 		`DELETE FROM activity_log`,
 		`TRUNCATE activity_log`,
 	} {
-		_, err := s.Pool().Exec(ctx, sql)
+		_, err := storetest.SQL(t, s).Exec(ctx, sql)
 		if err == nil || !strings.Contains(err.Error(), "activity_log is append-only") {
 			t.Errorf("%s: got %v, want 'activity_log is append-only'", sql, err)
 		}
 	}
 	var n int
-	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log`).Scan(&n); err != nil || n != 2 {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT count(*) FROM activity_log`).Scan(&n); err != nil || n != 2 {
 		t.Fatalf("rows after attempts = %d, %v; want 2", n, err)
 	}
 }
@@ -160,7 +160,7 @@ func TestFindingsUniqueScopeKindFingerprint(t *testing.T) {
 	s, _ := storetest.New(t)
 	ctx := t.Context()
 	insert := func(scope, kind string) error {
-		_, err := s.Pool().Exec(ctx, `
+		_, err := storetest.SQL(t, s).Exec(ctx, `
 			INSERT INTO findings (scope, fingerprint, kind, tool, rule_id, title, severity, first_seen, last_seen, data)
 			VALUES ($1, 'fp1', $2, 'nuclei', 'r1', 't', 'high', now(), now(), '{}')`, scope, kind)
 		return err
@@ -212,7 +212,7 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("principal = %+v", p)
 	}
 	var used *time.Time
-	if err := s.Pool().QueryRow(ctx, `SELECT last_used_at FROM api_tokens WHERE name = 'ci'`).Scan(&used); err != nil || used == nil {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT last_used_at FROM api_tokens WHERE name = 'ci'`).Scan(&used); err != nil || used == nil {
 		t.Fatalf("last_used_at = %v, %v", used, err)
 	}
 
@@ -249,7 +249,7 @@ func TestArtifactStoredOnce(t *testing.T) {
 		t.Fatalf("hashes %q, %q", sha1, sha2)
 	}
 	var n int
-	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM artifacts`).Scan(&n); err != nil || n != 1 {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT count(*) FROM artifacts`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("artifact rows = %d, %v; want 1", n, err)
 	}
 	a, got, err := s.GetArtifact(ctx, sha1)
@@ -283,7 +283,7 @@ func TestStageFindings(t *testing.T) {
 		},
 		{Fingerprint: "fp2", Scope: "repo", Kind: finding.KindCode, Tool: "semgrep", RuleID: "r", Title: "t"},
 	}
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.InTx(ctx, func(tx *store.Tx) error {
 		n, err := store.StageFindings(ctx, tx, fs, time.Now())
 		if err != nil {
 			return err
@@ -295,7 +295,7 @@ func TestStageFindings(t *testing.T) {
 		var base float64
 		var cwe []int32
 		var control string
-		if err := tx.QueryRow(ctx, `SELECT severity, cvss_base, cwe, data->'controls'->0->>'id' FROM findings_stage WHERE fingerprint = 'fp1'`).
+		if err := store.PgxTx(tx).QueryRow(ctx, `SELECT severity, cvss_base, cwe, data->'controls'->0->>'id' FROM findings_stage WHERE fingerprint = 'fp1'`).
 			Scan(&sev, &base, &cwe, &control); err != nil {
 			return err
 		}
@@ -315,7 +315,7 @@ func TestUpsertFindingsBatch(t *testing.T) {
 	ctx := t.Context()
 	newRun := func() string {
 		var id string
-		if err := s.Pool().QueryRow(ctx, `INSERT INTO scan_runs (kind, scope, tool, format) VALUES ('code', 'repo', 'semgrep', 'sarif') RETURNING id::text`).Scan(&id); err != nil {
+		if err := storetest.SQL(t, s).QueryRow(ctx, `INSERT INTO scan_runs (kind, scope, tool, format) VALUES ('code', 'repo', 'semgrep', 'sarif') RETURNING id::text`).Scan(&id); err != nil {
 			t.Fatal(err)
 		}
 		return id
@@ -329,7 +329,7 @@ func TestUpsertFindingsBatch(t *testing.T) {
 	upsert := func(run string, seq int) []store.UpsertResult {
 		t.Helper()
 		var res []store.UpsertResult
-		err := s.InTx(ctx, func(tx pgx.Tx) error {
+		err := s.InTx(ctx, func(tx *store.Tx) error {
 			fresh, err := store.RecordBatch(ctx, tx, run, seq, len(fs))
 			if err != nil || !fresh {
 				return errors.Join(err, errors.New("batch not fresh"))
@@ -347,7 +347,7 @@ func TestUpsertFindingsBatch(t *testing.T) {
 	if len(res) != 2 || !res[0].Inserted || !res[1].Inserted || res[0].Status != "open" {
 		t.Fatalf("first upsert: %+v", res)
 	}
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.InTx(ctx, func(tx *store.Tx) error {
 		fresh, err := store.RecordBatch(ctx, tx, run1, 0, len(fs))
 		if err == nil && fresh {
 			t.Error("replayed batch reported fresh")
@@ -357,7 +357,7 @@ func TestUpsertFindingsBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pool().Exec(ctx, `UPDATE findings SET status = 'resolved', resolved_at = now() WHERE fingerprint = 'a'`); err != nil {
+	if _, err := storetest.SQL(t, s).Exec(ctx, `UPDATE findings SET status = 'resolved', resolved_at = now() WHERE fingerprint = 'a'`); err != nil {
 		t.Fatal(err)
 	}
 	run2 := newRun()
@@ -374,7 +374,7 @@ func TestUpsertFindingsBatch(t *testing.T) {
 		t.Errorf("b: %+v", b)
 	}
 	var obs, links int
-	if err := s.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM observations), (SELECT count(*) FROM control_links)`).Scan(&obs, &links); err != nil {
+	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT (SELECT count(*) FROM observations), (SELECT count(*) FROM control_links)`).Scan(&obs, &links); err != nil {
 		t.Fatal(err)
 	}
 	if obs != 4 || links != 1 {

@@ -316,8 +316,8 @@ func (d *directSubmitter) run(ctx context.Context, id string) ([]byte, string, e
 	if err != nil {
 		return nil, "", err
 	}
-	b, _ := json.Marshal(map[string]string{"id": id, "status": in.Status, "scope": in.Scope, "kind": in.Kind})
-	return b, in.Status, nil
+	b, _ := json.Marshal(map[string]string{"id": id, "status": string(in.Status), "scope": in.Scope, "kind": in.Kind})
+	return b, string(in.Status), nil
 }
 
 func (d *directSubmitter) close() {

@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
 	"github.com/starpipe/starpipe/config"
@@ -335,8 +334,7 @@ func formatDue(t time.Time, tz string) string {
 // withMigrateHint explains the error a database without the schedules
 // tables gives.
 func withMigrateHint(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
+	if store.IsUndefinedTable(err) {
 		return fmt.Errorf("%w (is the database migrated? run `starpipe migrate`)", err)
 	}
 	return err

@@ -9,13 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/scoring"
+	"github.com/starpipe/starpipe/store/storetest"
 )
 
 const benchFindings = 100_000
@@ -47,7 +46,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 			b.StopTimer()
 			var phases string
-			if err := h.st.Pool().QueryRow(h.ctx, `
+			if err := storetest.SQL(b, h.st).QueryRow(h.ctx, `
 				SELECT format('queue %s, parse+publish %s, store %s, finish %s',
 					r.started_at - r.created_at, min(b.stored_at) - r.started_at,
 					max(b.stored_at) - min(b.stored_at), r.finished_at - max(b.stored_at))
@@ -75,7 +74,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		h := newHarness(b, harnessOpts{noConsumer: true})
 		ctx := h.ctx
 		rows := normalisedRows(b, data)
-		if _, err := h.st.Pool().Exec(ctx, `CREATE TABLE raw_findings (LIKE findings INCLUDING ALL)`); err != nil {
+		if _, err := storetest.SQL(b, h.st).Exec(ctx, `CREATE TABLE raw_findings (LIKE findings INCLUDING ALL)`); err != nil {
 			b.Fatal(err)
 		}
 		b.SetBytes(int64(len(data)))
@@ -83,15 +82,15 @@ func BenchmarkEndToEnd(b *testing.B) {
 		var elapsed time.Duration
 		for range b.N {
 			b.StopTimer()
-			if _, err := h.st.Pool().Exec(ctx, `TRUNCATE raw_findings`); err != nil {
+			if _, err := storetest.SQL(b, h.st).Exec(ctx, `TRUNCATE raw_findings`); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
 			start := time.Now()
-			n, err := h.st.Pool().CopyFrom(ctx, pgx.Identifier{"raw_findings"}, rawColumns, pgx.CopyFromRows(rows))
+			n := storetest.CopyRows(b, h.st, "raw_findings", rawColumns, rows)
 			elapsed += time.Since(start)
-			if err != nil || n != benchFindings {
-				b.Fatalf("copied %d rows: %v", n, err)
+			if n != benchFindings {
+				b.Fatalf("copied %d rows, want %d", n, benchFindings)
 			}
 		}
 		rate := float64(benchFindings*b.N) / elapsed.Seconds()

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/starpipe/starpipe/bus"
@@ -44,9 +44,23 @@ type Config struct {
 	Sanitize sanitize.Limits
 }
 
+// RunStore is what the consumer needs of the database; *store.Store
+// implements it. The transactional steps (store.RecordBatch,
+// store.UpsertFindings, store.Reconcile, ...) run in the *store.Tx that
+// InTx hands out.
+type RunStore interface {
+	InTx(ctx context.Context, fn func(*store.Tx) error) error
+	GetRunInput(ctx context.Context, id string) (store.RunInput, error)
+	GetArtifact(ctx context.Context, sha string) (store.Artifact, []byte, error)
+	RunFileName(ctx context.Context, runID string) (string, error)
+	RunEnvironment(ctx context.Context, runID string) (string, error)
+	StartRun(ctx context.Context, id, format string) (bool, error)
+	FailRun(ctx context.Context, id, reason string) error
+}
+
 // Consumer handles starpipe.scan.results messages.
 type Consumer struct {
-	st     *store.Store
+	st     RunStore
 	pub    Publisher
 	enrich Enricher
 	cfg    Config
@@ -62,7 +76,7 @@ type metrics struct {
 }
 
 // NewConsumer builds the handler. reg may be nil.
-func NewConsumer(st *store.Store, pub Publisher, enrich Enricher, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Consumer {
+func NewConsumer(st RunStore, pub Publisher, enrich Enricher, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Consumer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -97,9 +111,52 @@ func NewConsumer(st *store.Store, pub Publisher, enrich Enricher, cfg Config, lo
 	return &Consumer{st: st, pub: pub, enrich: enrich, cfg: cfg, log: log.With("component", "ingest"), m: m, parse: ingest.ParseReader}
 }
 
-// handle processes one message (Handle wraps it). Malformed messages are
-// poison (they go to the dead-letter topic and their run fails); database
-// and broker errors are returned as they are so the caller retries.
+// Handle processes one message. What cannot succeed however often it is
+// tried is poison: the run fails with the reason and the message goes to
+// the dead-letter topic (see poisonous). Everything else (the database or
+// the broker away for a while, a conflict between concurrent writers) is
+// returned for the caller to retry. A panic is poison too: retrying the
+// input that caused it would panic again.
+func (c *Consumer) Handle(ctx context.Context, msg bus.Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			// bus logs the poison error once, with the stack.
+			err = c.poison(ctx, string(msg.Key), &bus.PanicError{Value: r, Stack: debug.Stack()})
+		}
+	}()
+	err = c.handle(ctx, msg)
+	if err == nil || bus.IsPoison(err) || !poisonous(ctx, err) {
+		return err
+	}
+	c.log.Warn("message refused for good", "run_id", string(msg.Key), "type", msgType(msg), "err", err)
+	return c.poison(ctx, string(msg.Key), err)
+}
+
+// poisonous is the consumer's one decision between poison and retriable.
+// Poison: a message the broker refuses for its size, a value or reference the database refuses for good (a malformed
+// run id, a NUL byte, a value over a limit, a batch of a run that does not
+// exist: store.IsPermanent), something the message names that is not there
+// (store.ErrNotFound: the outbox commits a message only with its rows, so
+// they will not appear later), and an artifact whose content no longer
+// matches its hash. Retriable: everything else, notably the database or
+// broker being unreachable or shutting down, a serialization failure or
+// deadlock, and this consumer being stopped.
+func poisonous(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || store.IsUnavailable(err) {
+		return false
+	}
+	return store.IsPermanent(err) || errors.Is(err, store.ErrNotFound) ||
+		errors.Is(err, bus.ErrMessageTooLarge) // the broker will refuse it every time
+}
+
+func msgType(msg bus.Message) string {
+	typ, err := bus.PeekType(msg.Value)
+	if err != nil {
+		return "unreadable"
+	}
+	return typ
+}
+
 func (c *Consumer) handle(ctx context.Context, msg bus.Message) error {
 	env, err := bus.Decode(msg.Value)
 	if err != nil {
@@ -147,7 +204,7 @@ func Parallel(msg bus.Message) bool {
 // marks the error for the dead-letter topic.
 func (c *Consumer) poison(ctx context.Context, runID string, cause error) error {
 	if runID != "" {
-		if err := store.FailRun(ctx, c.st.Pool(), runID, sanitize.Text("unprocessable message: "+cause.Error(), maxReason)); err != nil {
+		if err := c.st.FailRun(ctx, runID, sanitize.Text("unprocessable message: "+cause.Error(), maxReason)); err != nil {
 			// A bad key is not a reason to retry a poison message forever.
 			c.log.Warn("failing run of poison message", "run_id", runID, "err", err)
 		}
@@ -161,13 +218,10 @@ func (c *Consumer) poison(ctx context.Context, runID string, cause error) error 
 // then streams it again into batches.
 func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 	in, err := c.st.GetRunInput(ctx, runID)
-	if errors.Is(err, store.ErrNotFound) {
-		return bus.Poison(err)
-	}
 	if err != nil {
 		return err
 	}
-	if in.Status == "succeeded" || in.Status == "failed" {
+	if in.Status.Finished() {
 		return nil // a replay of a run already done
 	}
 	_, raw, err := c.st.GetArtifact(ctx, in.ArtifactSHA)
@@ -195,7 +249,7 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 		}
 		c.log.Warn("run failed: unreadable artifact", "run_id", runID, "err", err)
 		c.m.runs.WithLabelValues("failed").Inc()
-		return store.FailRun(ctx, c.st.Pool(), runID, sanitize.Text(err.Error(), maxReason))
+		return c.st.FailRun(ctx, runID, sanitize.Text(err.Error(), maxReason))
 	}
 	ok, err := c.st.StartRun(ctx, runID, in.Format)
 	if err != nil || !ok {
@@ -233,7 +287,7 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 		return fmt.Errorf("emitting batches of run %s: %w", runID, err)
 	}
 	return c.publish(ctx, runID, bus.TypeRunFinished, RunFinished{
-		RunID: runID, Status: "succeeded", Batches: b.seq,
+		RunID: runID, Status: string(finding.RunSucceeded), Batches: b.seq,
 		Findings: stats.Findings, Suppressed: stats.Suppressed, NotFinding: stats.NotFindings,
 		Assets: stats.Assets, Tools: stats.Tools, Sanitized: sanitized,
 	})
@@ -259,17 +313,17 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 		c.enrich(&p.Findings[i], env)
 	}
 	var inserted, updated int
-	err = c.st.InTx(ctx, func(tx pgx.Tx) error {
+	err = c.st.InTx(ctx, func(tx *store.Tx) error {
 		inserted, updated = 0, 0
 		fresh, err := store.RecordBatch(ctx, tx, p.RunID, p.Seq, len(p.Findings))
 		if err != nil || !fresh {
 			return err
 		}
-		var status string
-		if err := tx.QueryRow(ctx, `SELECT status FROM scan_runs WHERE id = $1::uuid`, p.RunID).Scan(&status); err != nil {
-			return fmt.Errorf("loading run %s: %w", p.RunID, err)
+		status, err := store.RunStatus(ctx, tx, p.RunID)
+		if err != nil {
+			return err
 		}
-		if status == "failed" || status == "succeeded" {
+		if status.Finished() {
 			// A failed run stores nothing more; committing the receipt
 			// alone keeps a replay from trying again.
 			return nil
@@ -304,7 +358,7 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 		if err != nil {
 			return err
 		}
-		if prog.Complete() && prog.Status == "processing" {
+		if prog.Complete() && prog.Status == finding.RunProcessing {
 			return c.reconcile(ctx, tx, p.RunID)
 		}
 		return nil
@@ -322,13 +376,9 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 // schedule set one. Intake validated it; a value that no longer parses is
 // ignored rather than blocking the run.
 func (c *Consumer) runEnvironment(ctx context.Context, runID string) (*scoring.Environment, error) {
-	var frag string
-	err := c.st.Pool().QueryRow(ctx, `SELECT coalesce(environment, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&frag)
-	if errors.Is(err, pgx.ErrNoRows) || frag == "" {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("loading run %s: %w", runID, err)
+	frag, err := c.st.RunEnvironment(ctx, runID)
+	if err != nil || frag == "" {
+		return nil, err
 	}
 	env, err := scoring.ParseEnvironment(frag)
 	if err != nil {
@@ -340,9 +390,9 @@ func (c *Consumer) runEnvironment(ctx context.Context, runID string) (*scoring.E
 
 // finishRun records run-finished and reconciles when every batch is in.
 func (c *Consumer) finishRun(ctx context.Context, p RunFinished) error {
-	if p.Status != "succeeded" {
+	if finding.RunStatus(p.Status) != finding.RunSucceeded {
 		c.m.runs.WithLabelValues("failed").Inc()
-		return store.FailRun(ctx, c.st.Pool(), p.RunID, p.Error)
+		return c.st.FailRun(ctx, p.RunID, p.Error)
 	}
 	stats := map[string]any{
 		"findings": p.Findings, "suppressed": p.Suppressed, "not_findings": p.NotFinding,
@@ -351,19 +401,16 @@ func (c *Consumer) finishRun(ctx context.Context, p RunFinished) error {
 	if p.Sanitized != nil {
 		stats["sanitized"] = p.Sanitized
 	}
-	return c.st.InTx(ctx, func(tx pgx.Tx) error {
+	return c.st.InTx(ctx, func(tx *store.Tx) error {
 		prog, err := store.FinishRun(ctx, tx, p.RunID, p.Batches, stats)
-		if errors.Is(err, store.ErrNotFound) {
-			return bus.Poison(err)
-		}
-		if err != nil || !prog.Complete() || prog.Status != "processing" {
+		if err != nil || !prog.Complete() || prog.Status != finding.RunProcessing {
 			return err
 		}
 		return c.reconcile(ctx, tx, p.RunID)
 	})
 }
 
-func (c *Consumer) reconcile(ctx context.Context, tx pgx.Tx, runID string) error {
+func (c *Consumer) reconcile(ctx context.Context, tx *store.Tx, runID string) error {
 	changes, err := store.Reconcile(ctx, tx, runID, c.cfg.SLA)
 	if err != nil {
 		return err
@@ -378,7 +425,7 @@ func (c *Consumer) reconcile(ctx context.Context, tx pgx.Tx, runID string) error
 
 // recordChanges writes an activity row and a finding event per change, in
 // the caller's transaction.
-func (c *Consumer) recordChanges(ctx context.Context, tx pgx.Tx, runID string, changes []store.StatusChange) error {
+func (c *Consumer) recordChanges(ctx context.Context, tx *store.Tx, runID string, changes []store.StatusChange) error {
 	if len(changes) == 0 {
 		return nil
 	}

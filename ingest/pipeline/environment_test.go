@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/store/storetest"
 )
 
 // TestRunEnvironment checks that a run's environmental CVSS context (what a
@@ -29,14 +30,14 @@ func TestRunEnvironment(t *testing.T) {
 
 	var base, envScore float64
 	var sev string
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT cvss_base, cvss_environmental, severity FROM findings WHERE scope = 'repo-plain'`).Scan(&base, &envScore, &sev); err != nil {
+	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT cvss_base, cvss_environmental, severity FROM findings WHERE scope = 'repo-plain'`).Scan(&base, &envScore, &sev); err != nil {
 		t.Fatal(err)
 	}
 	if base != envScore || sev != "low" {
 		t.Errorf("without context: base %.1f environmental %.1f severity %s", base, envScore, sev)
 	}
 	var contextual bool
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT cvss_base, cvss_environmental, severity, (data->'cvss'->>'contextual')::bool FROM findings WHERE scope = 'repo-critical'`).
+	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT cvss_base, cvss_environmental, severity, (data->'cvss'->>'contextual')::bool FROM findings WHERE scope = 'repo-critical'`).
 		Scan(&base, &envScore, &sev, &contextual); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/scoring"
 	"github.com/starpipe/starpipe/store"
+	"github.com/starpipe/starpipe/store/storetest"
 )
 
 // rulesB replaces the default rules: every finding is linked to one
@@ -59,7 +60,7 @@ func TestRulesChangeKeepsPastEvidence(t *testing.T) {
 	run2 := h.submit(scope, data)
 	h.waitRunStatus(run2, "succeeded", time.Minute)
 
-	rows, err := h.st.Pool().Query(h.ctx, `SELECT id FROM findings WHERE scope = $1 ORDER BY id`, scope)
+	rows, err := storetest.SQL(h.t, h.st).Query(h.ctx, `SELECT id FROM findings WHERE scope = $1 ORDER BY id`, scope)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -233,7 +233,7 @@ func (h *harness) waitRunStatus(runID, want string, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	var status, errText string
 	for {
-		err := h.st.Pool().QueryRow(h.ctx, `SELECT status, coalesce(error, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&status, &errText)
+		err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT status, coalesce(error, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&status, &errText)
 		if err == nil {
 			if status == want {
 				return
@@ -269,7 +269,7 @@ func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) 
 func (h *harness) count(sql string, args ...any) int {
 	h.t.Helper()
 	var n int
-	if err := h.st.Pool().QueryRow(h.ctx, sql, args...).Scan(&n); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, sql, args...).Scan(&n); err != nil {
 		h.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
@@ -309,7 +309,7 @@ func (h *harness) tally(runID, scope string) tally {
 func (h *harness) runError(runID string) string {
 	h.t.Helper()
 	var s string
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT coalesce(error, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&s); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT coalesce(error, '') FROM scan_runs WHERE id = $1::uuid`, runID).Scan(&s); err != nil {
 		h.t.Fatal(err)
 	}
 	return s

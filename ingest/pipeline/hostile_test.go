@@ -19,6 +19,7 @@ import (
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/ingest/sanitize"
+	"github.com/starpipe/starpipe/store/storetest"
 )
 
 // The tests in this file feed the pipeline what used to stall it for good:
@@ -49,7 +50,7 @@ func TestNULBytesIngest(t *testing.T) {
 	var msg, uri, ver string
 	var tags []string
 	var data []byte
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT message, location_uri, tool_version, tags, data::text FROM findings WHERE scope = $1`, scope).
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT message, location_uri, tool_version, tags, data::text FROM findings WHERE scope = $1`, scope).
 		Scan(&msg, &uri, &ver, &tags, &data); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestLongToolName(t *testing.T) {
 
 			limit := sanitize.DefaultLimits().Identifier
 			var tools []string
-			rows, err := h.st.Pool().Query(h.ctx, `SELECT DISTINCT tool FROM findings WHERE scope = $1`, scope)
+			rows, err := storetest.SQL(h.t, h.st).Query(h.ctx, `SELECT DISTINCT tool FROM findings WHERE scope = $1`, scope)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,8 +264,8 @@ func TestIntakeRefusesUnstorableScope(t *testing.T) {
 	for _, scope := range []string{"repo\x00x", "repo\xffx"} {
 		_, err := h.intake.Submit(h.ctx, bytes.NewReader(data), pipeline.Request{Scope: scope})
 		re, ok := errors.AsType[*pipeline.RequestError](err)
-		if !ok || re.Status != 400 {
-			t.Errorf("scope %q: got %v, want a 400 request error", scope, err)
+		if !ok || !errors.Is(re, pipeline.ErrInvalidRequest) {
+			t.Errorf("scope %q: got %v, want an invalid-request error", scope, err)
 		}
 	}
 	run, err := h.intake.Submit(h.ctx, bytes.NewReader(data), pipeline.Request{Scope: "repo", FileName: "a\x00b.sarif"})

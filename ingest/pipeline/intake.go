@@ -10,12 +10,10 @@ import (
 	"os"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/ingest"
 	"github.com/starpipe/starpipe/ingest/parse"
-	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -45,7 +43,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 	}
 	format, err := ingest.ParseFormat(req.Format)
 	if err != nil {
-		return "", &RequestError{Status: 400, Msg: err.Error()}
+		return "", invalidRequest(err.Error())
 	}
 	// Spool to disk first: the body is read once, its size is bounded, and
 	// format detection and the artifact store read the same bytes.
@@ -74,7 +72,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 					pe.File = "upload"
 				}
 			}
-			return "", &RequestError{Status: 422, Msg: err.Error()}
+			return "", &RequestError{Kind: ErrUnsupportedFormat, Msg: err.Error()}
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return "", fmt.Errorf("rewinding upload: %w", err)
@@ -88,7 +86,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 	if err != nil {
 		return "", err
 	}
-	err = in.st.InTx(ctx, func(tx pgx.Tx) error {
+	err = in.st.InTx(ctx, func(tx *store.Tx) error {
 		sha, err := in.st.PutArtifact(ctx, tx, f, string(format))
 		if err != nil {
 			return err
@@ -108,7 +106,7 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 		}); err != nil {
 			return err
 		}
-		_, err = store.Enqueue(ctx, tx, bus.TopicScanResults, runID, msg, map[string]string{relay.HeaderRunID: runID})
+		_, err = store.Enqueue(ctx, tx, bus.TopicScanResults, runID, msg, map[string]string{store.HeaderRunID: runID})
 		return err
 	})
 	if err != nil {

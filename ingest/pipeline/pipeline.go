@@ -6,6 +6,7 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -28,31 +29,45 @@ type Request struct {
 	Environment string
 }
 
-// RequestError is a problem with what the caller sent (HTTP 4xx).
+// The kinds of RequestError, for errors.Is: the API answers each with its
+// own status, this package knows no HTTP.
+var (
+	// ErrInvalidRequest: a field of the request is missing or wrong.
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrTooLarge: the upload is over the configured limit.
+	ErrTooLarge = errors.New("upload too large")
+	// ErrUnsupportedFormat: the file is not in a format starpipe reads.
+	ErrUnsupportedFormat = errors.New("unsupported format")
+)
+
+// RequestError is a problem with what the caller sent. Kind is one of
+// ErrInvalidRequest, ErrTooLarge and ErrUnsupportedFormat; Msg says what to
+// change.
 type RequestError struct {
-	Status int // suggested HTTP status
-	Msg    string
+	Kind error
+	Msg  string
 }
 
 func (e *RequestError) Error() string { return e.Msg }
 
-// HTTPStatus lets the API answer with the right status without knowing
-// this package.
-func (e *RequestError) HTTPStatus() int { return e.Status }
+// Unwrap makes errors.Is(err, ErrTooLarge) and the like work.
+func (e *RequestError) Unwrap() error { return e.Kind }
+
+func invalidRequest(msg string) error { return &RequestError{Kind: ErrInvalidRequest, Msg: msg} }
 
 // normalise validates a request and fills defaults once the format is known.
 func (r *Request) normalise(format ingest.Format) error {
 	r.Scope = strings.TrimSpace(r.Scope)
 	if r.Scope == "" {
-		return &RequestError{Status: 400, Msg: "scope is required: what was scanned (a host, a URL base or a repository); reconciliation closes findings per scope"}
+		return invalidRequest("scope is required: what was scanned (a host, a URL base or a repository); reconciliation closes findings per scope")
 	}
 	if len(r.Scope) > 2048 {
-		return &RequestError{Status: 400, Msg: "scope is longer than 2048 bytes"}
+		return invalidRequest("scope is longer than 2048 bytes")
 	}
 	// The scope keys findings: refused rather than changed, so that a
 	// finding's scope is always its run's.
 	if !sanitize.Valid(r.Scope) {
-		return &RequestError{Status: 400, Msg: "scope must be UTF-8 text without NUL characters"}
+		return invalidRequest("scope must be UTF-8 text without NUL characters")
 	}
 	// The file name only names the run: made storable.
 	r.FileName = sanitize.Text(r.FileName, maxFileName)
@@ -63,11 +78,11 @@ func (r *Request) normalise(format ingest.Format) error {
 		}
 	}
 	if _, err := finding.ParseScanKind(r.Kind); err != nil {
-		return &RequestError{Status: 400, Msg: err.Error()}
+		return invalidRequest(err.Error())
 	}
 	if r.Environment != "" {
 		if _, err := scoring.ParseEnvironment(r.Environment); err != nil {
-			return &RequestError{Status: 400, Msg: "environment: " + err.Error()}
+			return invalidRequest("environment: " + err.Error())
 		}
 	}
 	return nil
@@ -89,5 +104,5 @@ func toolOf(format ingest.Format) string {
 const maxFileName = 1024
 
 func tooLarge(limit int64) error {
-	return &RequestError{Status: 413, Msg: fmt.Sprintf("file too large: the limit is %d bytes (ingest.max_bytes)", limit)}
+	return &RequestError{Kind: ErrTooLarge, Msg: fmt.Sprintf("file too large: the limit is %d bytes (ingest.max_bytes)", limit)}
 }

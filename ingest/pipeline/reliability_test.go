@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/pgcluster"
+	"github.com/starpipe/starpipe/store/storetest"
 )
 
 const runTimeout = 30 * time.Second
@@ -139,15 +138,7 @@ func TestLifecycleEvents(t *testing.T) {
 // resolvedMessages lists the messages of the resolved findings of scope.
 func (h *harness) resolvedMessages(scope string) []string {
 	h.t.Helper()
-	rows, err := h.st.Pool().Query(h.ctx, `SELECT message FROM findings WHERE scope = $1 AND status = 'resolved' ORDER BY message`, scope)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return out
+	return storetest.Strings(h.t, h.st, `SELECT message FROM findings WHERE scope = $1 AND status = 'resolved' ORDER BY message`, scope)
 }
 
 // TestCrashBetweenDBCommitAndOffsetCommit stops the consumer after a
@@ -263,19 +254,18 @@ func TestPoisonMessage(t *testing.T) {
 	const scope = "git.example.com/acme/poison"
 	// A run that is being processed, as far as the database knows.
 	runID := bus.NewID()
-	err := h.st.InTx(h.ctx, func(tx pgx.Tx) error {
+	err := h.st.InTx(h.ctx, func(tx *store.Tx) error {
 		sha, err := h.st.PutArtifact(h.ctx, tx, strings.NewReader(`{"version":"2.1.0","runs":[]}`), "sarif")
 		if err != nil {
 			return err
 		}
-		if err := store.CreateRun(h.ctx, tx, store.NewRun{ID: runID, Kind: "code", Scope: scope, Tool: "sarif", Format: "sarif", ArtifactSHA: sha}); err != nil {
-			return err
-		}
-		_, err = tx.Exec(h.ctx, `UPDATE scan_runs SET status = 'processing' WHERE id = $1::uuid`, runID)
-		return err
+		return store.CreateRun(h.ctx, tx, store.NewRun{ID: runID, Kind: "code", Scope: scope, Tool: "sarif", Format: "sarif", ArtifactSHA: sha})
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ok, err := h.st.StartRun(h.ctx, runID, "sarif"); err != nil || !ok {
+		t.Fatalf("starting run: %v %v", ok, err)
 	}
 	garbage := []byte(`{"v":1,"type":"findings","id":"x/1","at":"2026-01-01T00:00:00Z","payload":{"run_id":"` + runID + `","seq":"one","findings":{}}}`)
 	if err := h.prod.Publish(h.ctx, bus.TopicScanResults, bus.Message{Key: []byte(runID), Value: garbage, Headers: map[string]string{"origin": "test"}}); err != nil {
@@ -355,7 +345,7 @@ func TestCorpusFile(t *testing.T) {
 	run := h.submit(scope, data)
 	h.waitRunStatus(run, "succeeded", runTimeout)
 	var stats map[string]any
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT stats FROM scan_runs WHERE id = $1::uuid`, run).Scan(&stats); err != nil {
+	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT stats FROM scan_runs WHERE id = $1::uuid`, run).Scan(&stats); err != nil {
 		t.Fatal(err)
 	}
 	parsed := int(stats["findings"].(float64))
@@ -411,6 +401,7 @@ func TestPostgresRestartMidIngest(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
+	storetest.Attach(t, st, cluster.URL())
 
 	h := newHarness(t, harnessOpts{st: st, batchSize: 100, noConsumer: true})
 	var failures atomic.Int32
@@ -463,7 +454,7 @@ func TestBrokerDownDuringUpload(t *testing.T) {
 		return h.count(`SELECT count(*) FROM outbox WHERE sent_at IS NULL AND last_error IS NOT NULL AND headers->>'run_id' = $1`, run2) == 1
 	})
 	var status string
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT status FROM scan_runs WHERE id = $1::uuid`, run2).Scan(&status); err != nil || status != "received" {
+	if err := storetest.SQL(t, h.st).QueryRow(h.ctx, `SELECT status FROM scan_runs WHERE id = $1::uuid`, run2).Scan(&status); err != nil || status != "received" {
 		t.Fatalf("run status with the broker down: %q, %v; want received", status, err)
 	}
 

@@ -37,7 +37,6 @@ import (
 	"github.com/starpipe/starpipe/scan/code"
 	"github.com/starpipe/starpipe/scan/nuclei"
 	"github.com/starpipe/starpipe/scan/scanexec"
-	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/vault"
@@ -56,7 +55,7 @@ type Credentials interface {
 // Ledger records and reads the progress of scheduled runs; *store.Store
 // implements it.
 type Ledger interface {
-	scheduler.LedgerMarker
+	MarkLedger(ctx context.Context, id int64, status string, runIDs []string, errText string) error
 	ListLedger(ctx context.Context, schedule string, from, to time.Time) ([]store.LedgerEntry, error)
 }
 
@@ -154,7 +153,7 @@ func (l logWriter) Write(p []byte) (int, error) {
 // already ended (a redelivery after the outcome was recorded) is not run
 // again.
 func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
-	req, err := scheduler.DecodeScanRequest(msg.Value)
+	req, err := bus.DecodeScanRequest(msg.Value)
 	if err != nil {
 		return err
 	}
@@ -177,7 +176,7 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 		}
 		return bus.Poison(err)
 	}
-	if err := scheduler.Started(ctx, w.opt.Ledger, req.LedgerID, nil); err != nil {
+	if err := w.opt.Ledger.MarkLedger(ctx, req.LedgerID, store.LedgerRunning, nil, ""); err != nil {
 		return ledgerError(err)
 	}
 	log.Info("scan started", "kind", sp.Kind)
@@ -195,7 +194,7 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 
 // finished returns the status of the request's ledger row when it has
 // already ended, and "" when the request is still to be run.
-func (w *Worker) finished(ctx context.Context, req scheduler.ScanRequest) (string, error) {
+func (w *Worker) finished(ctx context.Context, req bus.ScanRequest) (string, error) {
 	// The row is found by its schedule and due time (an indexed range) and
 	// picked by id; the window only absorbs timestamp rounding.
 	es, err := w.opt.Ledger.ListLedger(ctx, req.Schedule, req.Due.Add(-time.Second), req.Due.Add(time.Second))
@@ -221,7 +220,11 @@ func (w *Worker) finished(ctx context.Context, req scheduler.ScanRequest) (strin
 // cannot change it, and returning the conflict would retry the message
 // forever.
 func (w *Worker) complete(ctx context.Context, log *slog.Logger, ledgerID int64, runIDs []string, scanErr error) error {
-	err := scheduler.Complete(ctx, w.opt.Ledger, ledgerID, runIDs, scanErr)
+	status, errText := store.LedgerSucceeded, ""
+	if scanErr != nil {
+		status, errText = store.LedgerFailed, scanErr.Error()
+	}
+	err := w.opt.Ledger.MarkLedger(ctx, ledgerID, status, runIDs, errText)
 	if errors.Is(err, store.ErrConflict) {
 		log.Warn("scan outcome not recorded (its runs are): the ledger row already ended", "err", err, "runs", runIDs)
 		return nil

@@ -279,7 +279,7 @@ func (h *harness) waitRuns(schedule string) map[string]run {
 	var out map[string]run
 	h.waitFor("the runs of "+schedule+" to end", 30*time.Second, func() bool {
 		out = map[string]run{}
-		rows, err := h.st.Pool().Query(h.ctx, `
+		rows, err := storetest.SQL(h.t, h.st).Query(h.ctx, `
 			SELECT id::text, scope, kind, format, status, coalesce(error, ''), coalesce(artifact_sha256, ''),
 			       coalesce((stats->>'assets')::int, 0)
 			FROM scan_runs WHERE schedule_id = $1`, schedule)
@@ -316,7 +316,7 @@ type storedFinding struct {
 // findings returns the findings of scope by rule id.
 func (h *harness) findings(scope string) map[string]storedFinding {
 	h.t.Helper()
-	rows, err := h.st.Pool().Query(h.ctx, `
+	rows, err := storetest.SQL(h.t, h.st).Query(h.ctx, `
 		SELECT f.rule_id, f.kind, f.severity, coalesce(f.severity_source, ''), f.status, coalesce(f.cve, '{}'),
 		       coalesce((SELECT array_agg(DISTINCT l.control_id ORDER BY l.control_id) FROM control_links l WHERE l.finding_id = f.id), '{}')
 		FROM findings f WHERE f.scope = $1`, scope)
@@ -502,7 +502,7 @@ func TestAuthenticatedScan(t *testing.T) {
 	}
 	// Every artifact, and every row that findings, runs, the ledger, the
 	// activity log and the outbox hold.
-	rows, err := h.st.Pool().Query(h.ctx, `SELECT sha256 FROM artifacts`)
+	rows, err := storetest.SQL(h.t, h.st).Query(h.ctx, `SELECT sha256 FROM artifacts`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +531,7 @@ func TestAuthenticatedScan(t *testing.T) {
 		assertNoSecret(t, table, storetest.DumpTable(t, h.st, table))
 	}
 	var outbox string
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT coalesce(string_agg(convert_from(payload, 'UTF8'), E'\n'), '') FROM outbox`).Scan(&outbox); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT coalesce(string_agg(convert_from(payload, 'UTF8'), E'\n'), '') FROM outbox`).Scan(&outbox); err != nil {
 		t.Fatal(err)
 	}
 	assertNoSecret(t, "outbox", outbox)
@@ -761,7 +761,7 @@ func TestCodeScan(t *testing.T) {
 		t.Fatalf("ledger row %+v, want succeeded with run %s", e, r.ID)
 	}
 	var n, observed int
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT count(*) FILTER (WHERE kind = 'code' AND status = 'open'), count(*) FROM findings WHERE scope = $1`, scope).Scan(&n, &observed); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT count(*) FILTER (WHERE kind = 'code' AND status = 'open'), count(*) FROM findings WHERE scope = $1`, scope).Scan(&n, &observed); err != nil {
 		t.Fatal(err)
 	}
 	if n != 3 || observed != 3 {
@@ -773,7 +773,7 @@ func TestCodeScan(t *testing.T) {
 		t.Errorf("ledger row of the failing command %+v", e)
 	}
 	var brokenRuns int
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code-broken'`).Scan(&brokenRuns); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code-broken'`).Scan(&brokenRuns); err != nil {
 		t.Fatal(err)
 	}
 	if brokenRuns != 0 {
@@ -783,14 +783,14 @@ func TestCodeScan(t *testing.T) {
 	// Redelivery of the finished request (at-least-once delivery): nothing
 	// runs again and the ledger keeps its outcome.
 	var payload []byte
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT payload FROM outbox WHERE topic = $1 AND key = 'code'`, bus.TopicScanRequests).Scan(&payload); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT payload FROM outbox WHERE topic = $1 AND key = 'code'`, bus.TopicScanRequests).Scan(&payload); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.wk.Handle(h.ctx, bus.Message{Key: []byte("code"), Value: payload}); err != nil {
 		t.Fatalf("handling the request again: %v", err)
 	}
 	var all int
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code'`).Scan(&all); err != nil {
+	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT count(*) FROM scan_runs WHERE schedule_id = 'code'`).Scan(&all); err != nil {
 		t.Fatal(err)
 	}
 	if es := h.waitLedger("code", 1); all != 1 || es[0].RunID != r.ID {
@@ -809,7 +809,7 @@ func claim(t *testing.T, st *store.Store, sp spec.Schedule, specJSON []byte) (in
 	due := time.Now().Add(time.Minute).Truncate(time.Minute)
 	c, err := st.ClaimDue(t.Context(), store.ClaimRequest{
 		Schedule: sp.Name, Due: due, Now: due, AbandonBefore: due.Add(-time.Hour),
-		Enqueue: func(context.Context, store.DBTX, int64) error { return nil },
+		Enqueue: func(context.Context, *store.Tx, int64) error { return nil },
 	})
 	if err != nil || !c.Claimed {
 		t.Fatalf("claim: %+v, %v", c, err)

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/pgcluster"
@@ -98,7 +99,128 @@ func New(t testing.TB) (*store.Store, string) {
 		t.Fatalf("storetest: opening store: %v", err)
 	}
 	t.Cleanup(s.Close) // runs before the drop registered earlier
+	Attach(t, s, dbURL)
 	return s, dbURL
+}
+
+// Attach lets SQL serve a store that New did not make (one on a server the
+// test runs itself), given the URL it was opened with.
+func Attach(t testing.TB, st *store.Store, url string) {
+	raw := &rawDB{url: url}
+	rawDBs.Store(st, raw)
+	t.Cleanup(func() {
+		rawDBs.Delete(st)
+		raw.close()
+	})
+}
+
+// rawDBs holds, per Store that New returned, a pool of its own on the same
+// database for SQL, so that tests can arrange and inspect rows the store's
+// API has no query for while the store itself offers no pool to anyone.
+var rawDBs sync.Map // *store.Store -> *rawDB
+
+type rawDB struct {
+	url  string
+	mu   sync.Mutex
+	pool *pgxpool.Pool
+}
+
+func (r *rawDB) get(ctx context.Context) (*pgxpool.Pool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pool == nil {
+		cfg, err := pgxpool.ParseConfig(r.url)
+		if err != nil {
+			return nil, err
+		}
+		cfg.MaxConns = 2
+		if r.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	return r.pool, nil
+}
+
+func (r *rawDB) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pool != nil {
+		r.pool.Close()
+	}
+}
+
+// SQL returns a connection pool on st's database (st must come from New
+// or be attached),
+// for tests that set up or check rows directly. Test code only: outside
+// the store, production code runs no SQL.
+func SQL(t testing.TB, st *store.Store) *pgxpool.Pool {
+	t.Helper()
+	v, ok := rawDBs.Load(st)
+	if !ok {
+		t.Fatal("storetest: SQL needs a store made by storetest.New")
+	}
+	p, err := v.(*rawDB).get(context.Background())
+	if err != nil {
+		t.Fatalf("storetest: opening a pool on the test database: %v", err)
+	}
+	return p
+}
+
+// CutOff makes st's database (st from New) refuse new connections and
+// ends the open ones, for tests of what the code does while the database
+// is away. The database accepts connections again when the test ends.
+func CutOff(t testing.TB, st *store.Store) {
+	t.Helper()
+	v, ok := rawDBs.Load(st)
+	if !ok {
+		t.Fatal("storetest: CutOff needs a store made by storetest.New")
+	}
+	raw := v.(*rawDB)
+	u, err := url.Parse(raw.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	base := serverURL(t)
+	ctx := context.Background()
+	ident := pgx.Identifier{name}.Sanitize()
+	if err := execAdmin(ctx, base, "ALTER DATABASE "+ident+" ALLOW_CONNECTIONS false"); err != nil {
+		t.Fatalf("storetest: refusing connections to %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := execAdmin(context.Background(), base, "ALTER DATABASE "+ident+" ALLOW_CONNECTIONS true"); err != nil {
+			t.Errorf("storetest: allowing connections to %s again: %v", name, err)
+		}
+	})
+	if err := execAdmin(ctx, base, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "+
+		"'"+strings.ReplaceAll(name, "'", "''")+"' AND pid <> pg_backend_pid()"); err != nil {
+		t.Fatalf("storetest: ending connections to %s: %v", name, err)
+	}
+}
+
+// CopyRows COPYs rows into table (the columns named), for tests and
+// benchmarks that load data the store's API would not write as is.
+func CopyRows(t testing.TB, st *store.Store, table string, columns []string, rows [][]any) int64 {
+	t.Helper()
+	n, err := SQL(t, st).CopyFrom(context.Background(), pgx.Identifier{table}, columns, pgx.CopyFromRows(rows))
+	if err != nil {
+		t.Fatalf("storetest: copying into %s: %v", table, err)
+	}
+	return n
+}
+
+// Strings runs a query whose rows are one text column and returns them.
+func Strings(t testing.TB, st *store.Store, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := SQL(t, st).Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatalf("storetest: %s: %v", sql, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("storetest: %s: %v", sql, err)
+	}
+	return out
 }
 
 // NewEmptyDatabase returns the URL of a new database with no migrations
@@ -260,7 +382,7 @@ func randomHex(n int) string {
 // tests that search a table for material that must not be there (secrets).
 func DumpTable(t testing.TB, st *store.Store, table string) string {
 	t.Helper()
-	rows, err := st.Pool().Query(t.Context(), `SELECT row_to_json(x)::text FROM `+pgx.Identifier{table}.Sanitize()+` x`)
+	rows, err := SQL(t, st).Query(t.Context(), `SELECT row_to_json(x)::text FROM `+pgx.Identifier{table}.Sanitize()+` x`)
 	if err != nil {
 		t.Fatal(err)
 	}
