@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,10 @@ type Config struct {
 	StateDir        string          `yaml:"state_dir"`
 	Listen          string          `yaml:"listen"`
 	ShutdownTimeout time.Duration   `yaml:"shutdown_timeout"`
+	// ShutdownDelay is how long /readyz answers 503 while everything still
+	// serves, before intake stops: the time a load balancer needs to see
+	// the 503 and stop sending. It is part of ShutdownTimeout.
+	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
 	Log             LogConfig       `yaml:"log"`
 	Database        DatabaseConfig  `yaml:"database"`
 	Kafka           KafkaConfig     `yaml:"kafka"`
@@ -91,11 +96,17 @@ type SchedulerConfig struct {
 
 // Roles a process can run; `serve` runs all of them by default.
 const (
-	RoleAPI       = "api"
-	RoleIngest    = "ingest"
-	RoleScheduler = "scheduler"
-	RoleWorker    = "worker"
+	RoleAPI       = "api"       // the HTTP API: the only role that binds listen
+	RoleIngest    = "ingest"    // the starpipe.scan.results consumer
+	RoleRelay     = "relay"     // delivers the outbox to Kafka
+	RoleScheduler = "scheduler" // fires schedules (only the elected leader does)
+	RoleWorker    = "worker"    // runs scans from starpipe.scan.requests
 )
+
+// AllRoles lists every role in the order the daemon builds them.
+func AllRoles() []string {
+	return []string{RoleAPI, RoleIngest, RoleRelay, RoleScheduler, RoleWorker}
+}
 
 // Default returns the configuration used when a key is absent.
 func Default() Config {
@@ -103,6 +114,7 @@ func Default() Config {
 		StateDir:        ".starpipe",
 		Listen:          "127.0.0.1:8080",
 		ShutdownTimeout: 10 * time.Second,
+		ShutdownDelay:   3 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Database:        DatabaseConfig{MaxConns: 10},
 		Kafka:           KafkaConfig{Partitions: 6, ReplicationFactor: 1, ClientID: "starpipe", Compression: "zstd"},
@@ -116,14 +128,22 @@ func Default() Config {
 			Concurrency: 4,
 		},
 		Scheduler: SchedulerConfig{Enabled: true},
-		Roles:     []string{RoleAPI, RoleIngest, RoleScheduler, RoleWorker},
+		Roles:     AllRoles(),
 	}
 }
 
 // Load reads a YAML file over the defaults (path may be empty), then applies
 // environment overrides, then validates.
 func Load(path string) (Config, error) {
-	cfg := Default()
+	return LoadOver(Default(), path)
+}
+
+// LoadOver is Load with other defaults: `starpipe dev` starts from
+// defaults of its own (no load balancer, so no shutdown delay) and a file
+// or the environment still overrides them.
+func LoadOver(defaults Config, path string) (Config, error) {
+	cfg := defaults
+	cfg.Roles = slices.Clone(defaults.Roles)
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -211,6 +231,10 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
 	}
+	// The delay is spent inside the timeout; what is left drains work.
+	if c.ShutdownDelay < 0 || (c.ShutdownTimeout > 0 && c.ShutdownDelay >= c.ShutdownTimeout) {
+		bad("shutdown_delay", "must be at least 0 and less than shutdown_timeout (%v)", c.ShutdownTimeout)
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -250,10 +274,8 @@ func (c *Config) Validate() error {
 		bad("roles", "at least one role is needed")
 	}
 	for _, r := range c.Roles {
-		switch r {
-		case RoleAPI, RoleIngest, RoleScheduler, RoleWorker:
-		default:
-			bad("roles", "unknown role %q (api, ingest, scheduler, worker)", r)
+		if !slices.Contains(AllRoles(), r) {
+			bad("roles", "unknown role %q (%s)", r, strings.Join(AllRoles(), ", "))
 		}
 	}
 	return errors.Join(errs...)
@@ -261,10 +283,5 @@ func (c *Config) Validate() error {
 
 // HasRole reports whether this process runs the role.
 func (c *Config) HasRole(role string) bool {
-	for _, r := range c.Roles {
-		if r == role {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(c.Roles, role)
 }
