@@ -20,22 +20,22 @@ import (
 
 // Config is the whole daemon configuration.
 type Config struct {
-	StateDir        string          `yaml:"state_dir"`
-	Listen          string          `yaml:"listen"`
-	ShutdownTimeout time.Duration   `yaml:"shutdown_timeout"`
+	StateDir        string        `yaml:"state_dir"`
+	Listen          string        `yaml:"listen"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ShutdownDelay is how long /readyz answers 503 while everything still
 	// serves, before intake stops: the time a load balancer needs to see
 	// the 503 and stop sending. It is part of ShutdownTimeout.
-	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
-	Log             LogConfig       `yaml:"log"`
-	Database        DatabaseConfig  `yaml:"database"`
-	Kafka           KafkaConfig     `yaml:"kafka"`
-	Mapping         MappingConfig   `yaml:"mapping"`
-	Ingest          IngestConfig    `yaml:"ingest"`
-	Scoring         ScoringConfig   `yaml:"scoring"`
-	Vault           VaultConfig     `yaml:"vault"`
-	Scheduler       SchedulerConfig `yaml:"scheduler"`
-	Roles           []string        `yaml:"roles"`
+	ShutdownDelay time.Duration   `yaml:"shutdown_delay"`
+	Log           LogConfig       `yaml:"log"`
+	Database      DatabaseConfig  `yaml:"database"`
+	Kafka         KafkaConfig     `yaml:"kafka"`
+	Mapping       MappingConfig   `yaml:"mapping"`
+	Ingest        IngestConfig    `yaml:"ingest"`
+	Scoring       ScoringConfig   `yaml:"scoring"`
+	Vault         VaultConfig     `yaml:"vault"`
+	Scheduler     SchedulerConfig `yaml:"scheduler"`
+	Roles         []string        `yaml:"roles"`
 }
 
 // LogConfig sets up log/slog.

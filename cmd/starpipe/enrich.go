@@ -26,7 +26,6 @@ func dryRunEnricher(mappingFile string) (func(*finding.Finding), error) {
 	return func(f *finding.Finding) { enrich(f, nil) }, nil
 }
 
-
 // newEnricher is the daemon's scoring and mapping, for the CLI's dry run.
 func newEnricher(cfg config.Config, allVersions bool) (pipeline.Enricher, error) {
 	return daemon.NewEnricher(cfg, allVersions)
