@@ -144,13 +144,17 @@ func runGroup(ctx context.Context, log *slog.Logger, parts []part, plan shutdown
 			}
 			select {
 			case <-stopped[i]:
+			case <-sctx.Done():
+			}
+			select {
+			case <-stopped[i]:
 				if r.err != nil && first == nil {
 					first = fmt.Errorf("%s: %w", r.name, r.err)
 				}
-			case <-sctx.Done():
+			default:
 				// The process exits regardless: a part that does not
 				// stop in time must not hold the shutdown past its
-				// bound.
+				// bound. Later stages are still interrupted.
 				late = append(late, r.name)
 			}
 			i++
