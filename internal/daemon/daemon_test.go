@@ -17,6 +17,7 @@ import (
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/internal/testlog"
 	"github.com/starpipe/starpipe/relay"
+	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
 )
 
@@ -28,20 +29,21 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 // env is a database and a broker that daemons of one test share.
 type env struct {
 	t      *testing.T
+	st     *store.Store
 	dbURL  string
 	broker *bus.Embedded
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	// The test reads through st; the daemons open pools of their own.
 	st, url := storetest.New(t)
-	st.Close() // the daemons open their own pools
 	b, err := bus.StartEmbedded(t.Context(), bus.EmbeddedConfig{Partitions: 2, GroupMinSessionTimeout: 500 * time.Millisecond}, testlog.New(t, slog.LevelError))
 	if err != nil {
 		t.Fatalf("starting embedded broker: %v", err)
 	}
 	t.Cleanup(b.Close)
-	return &env{t: t, dbURL: url, broker: b}
+	return &env{t: t, st: st, dbURL: url, broker: b}
 }
 
 // config is a daemon configuration for roles on the env's database and
@@ -315,7 +317,7 @@ func TestCancelDuringLargeIngestAndRestart(t *testing.T) {
 	cfg := e.config(config.RoleIngest, config.RoleRelay)
 	cfg.ShutdownTimeout = 20 * time.Second
 	first := start(t, cfg)
-	st := first.d.Store()
+	st := e.st
 	const scope = "git.example.com/acme/restart"
 	runID, err := first.d.Intake().Submit(t.Context(), bytes.NewReader(genSARIF(n)), pipeline.Request{Scope: scope, FileName: "big.sarif"})
 	if err != nil {
@@ -340,7 +342,7 @@ func TestCancelDuringLargeIngestAndRestart(t *testing.T) {
 	}
 
 	second := start(t, e.config(config.RoleIngest, config.RoleRelay))
-	st2 := second.d.Store()
+	st2 := e.st
 	q := func(sql string, args ...any) int {
 		t.Helper()
 		var c int
