@@ -292,7 +292,11 @@ func (d *Daemon) buildWorker() error {
 		Submitter: d.intake, Credentials: creds, Ledger: d.st,
 		StateDir: filepath.Join(d.cfg.StateDir, "scan"), Templates: []string{templates}, Logger: d.opt.log,
 	})
-	d.add(part{name: "worker", stage: stageIntake, run: d.consume(GroupWorkers, bus.TopicScanRequests, wk.Handle, bus.RunOptions{})})
+	h := bus.Handler(wk.Handle)
+	if d.opt.workerWrap != nil {
+		h = d.opt.workerWrap(h)
+	}
+	d.add(part{name: "worker", stage: stageIntake, run: d.consume(GroupWorkers, bus.TopicScanRequests, h, bus.RunOptions{})})
 	return nil
 }
 

@@ -27,6 +27,7 @@ type options struct {
 	schedTune  func(*scheduler.Options)
 	relayOpts  []relay.Option
 	ingestWrap func(bus.Handler) bus.Handler
+	workerWrap func(bus.Handler) bus.Handler
 }
 
 // extra is a background part an option adds (the dev demo target).
@@ -79,4 +80,10 @@ func WithRelayOptions(opts ...relay.Option) Option {
 // the offset commit.
 func WithIngestHandler(wrap func(bus.Handler) bus.Handler) Option {
 	return func(o *options) { o.ingestWrap = wrap }
+}
+
+// WithWorkerHandler wraps the scan worker's handler (tests hand it a
+// request again, as a redelivery would).
+func WithWorkerHandler(wrap func(bus.Handler) bus.Handler) Option {
+	return func(o *options) { o.workerWrap = wrap }
 }
