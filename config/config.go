@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,19 +20,23 @@ import (
 
 // Config is the whole daemon configuration.
 type Config struct {
-	StateDir        string          `yaml:"state_dir"`
-	Listen          string          `yaml:"listen"`
-	HTTP            HTTPConfig      `yaml:"http"`
-	ShutdownTimeout time.Duration   `yaml:"shutdown_timeout"`
-	Log             LogConfig       `yaml:"log"`
-	Database        DatabaseConfig  `yaml:"database"`
-	Kafka           KafkaConfig     `yaml:"kafka"`
-	Mapping         MappingConfig   `yaml:"mapping"`
-	Ingest          IngestConfig    `yaml:"ingest"`
-	Scoring         ScoringConfig   `yaml:"scoring"`
-	Vault           VaultConfig     `yaml:"vault"`
-	Scheduler       SchedulerConfig `yaml:"scheduler"`
-	Roles           []string        `yaml:"roles"`
+	StateDir        string        `yaml:"state_dir"`
+	Listen          string        `yaml:"listen"`
+	HTTP            HTTPConfig    `yaml:"http"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ShutdownDelay is how long /readyz answers 503 while everything still
+	// serves, before intake stops: the time a load balancer needs to see
+	// the 503 and stop sending. It is part of ShutdownTimeout.
+	ShutdownDelay time.Duration   `yaml:"shutdown_delay"`
+	Log           LogConfig       `yaml:"log"`
+	Database      DatabaseConfig  `yaml:"database"`
+	Kafka         KafkaConfig     `yaml:"kafka"`
+	Mapping       MappingConfig   `yaml:"mapping"`
+	Ingest        IngestConfig    `yaml:"ingest"`
+	Scoring       ScoringConfig   `yaml:"scoring"`
+	Vault         VaultConfig     `yaml:"vault"`
+	Scheduler     SchedulerConfig `yaml:"scheduler"`
+	Roles         []string        `yaml:"roles"`
 
 	// Analyzers are the code analysers code schedules may name, by name.
 	// They are admin configuration: the API only chooses among them.
@@ -101,11 +106,17 @@ type SchedulerConfig struct {
 
 // Roles a process can run; `serve` runs all of them by default.
 const (
-	RoleAPI       = "api"
-	RoleIngest    = "ingest"
-	RoleScheduler = "scheduler"
-	RoleWorker    = "worker"
+	RoleAPI       = "api"       // the HTTP API: the only role that binds listen
+	RoleIngest    = "ingest"    // the starpipe.scan.results consumer
+	RoleRelay     = "relay"     // delivers the outbox to Kafka
+	RoleScheduler = "scheduler" // fires schedules (only the elected leader does)
+	RoleWorker    = "worker"    // runs scans from starpipe.scan.requests
 )
+
+// AllRoles lists every role in the order the daemon builds them.
+func AllRoles() []string {
+	return []string{RoleAPI, RoleIngest, RoleRelay, RoleScheduler, RoleWorker}
+}
 
 // Default returns the configuration used when a key is absent.
 func Default() Config {
@@ -114,6 +125,7 @@ func Default() Config {
 		Listen:          "127.0.0.1:8080",
 		HTTP:            DefaultHTTP(),
 		ShutdownTimeout: 10 * time.Second,
+		ShutdownDelay:   3 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Database:        DatabaseConfig{MaxConns: 10},
 		Kafka:           KafkaConfig{Partitions: 6, ReplicationFactor: 1, ClientID: "starpipe", Compression: "zstd"},
@@ -128,14 +140,22 @@ func Default() Config {
 		},
 		Scheduler: SchedulerConfig{Enabled: true},
 		Scan:      ScanConfig{AllowPublic: true},
-		Roles:     []string{RoleAPI, RoleIngest, RoleScheduler, RoleWorker},
+		Roles:     AllRoles(),
 	}
 }
 
 // Load reads a YAML file over the defaults (path may be empty), then applies
 // environment overrides, then validates.
 func Load(path string) (Config, error) {
-	cfg := Default()
+	return LoadOver(Default(), path)
+}
+
+// LoadOver is Load with other defaults: `starpipe dev` starts from
+// defaults of its own (no load balancer, so no shutdown delay) and a file
+// or the environment still overrides them.
+func LoadOver(defaults Config, path string) (Config, error) {
+	cfg := defaults
+	cfg.Roles = slices.Clone(defaults.Roles)
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -225,6 +245,10 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
 	}
+	// The delay is spent inside the timeout; what is left drains work.
+	if c.ShutdownDelay < 0 || (c.ShutdownTimeout > 0 && c.ShutdownDelay >= c.ShutdownTimeout) {
+		bad("shutdown_delay", "must be at least 0 and less than shutdown_timeout (%v)", c.ShutdownTimeout)
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -266,10 +290,8 @@ func (c *Config) Validate() error {
 		bad("roles", "at least one role is needed")
 	}
 	for _, r := range c.Roles {
-		switch r {
-		case RoleAPI, RoleIngest, RoleScheduler, RoleWorker:
-		default:
-			bad("roles", "unknown role %q (api, ingest, scheduler, worker)", r)
+		if !slices.Contains(AllRoles(), r) {
+			bad("roles", "unknown role %q (%s)", r, strings.Join(AllRoles(), ", "))
 		}
 	}
 	return errors.Join(errs...)
@@ -277,10 +299,5 @@ func (c *Config) Validate() error {
 
 // HasRole reports whether this process runs the role.
 func (c *Config) HasRole(role string) bool {
-	for _, r := range c.Roles {
-		if r == role {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(c.Roles, role)
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +77,68 @@ func TestEmptyFileIsDefaults(t *testing.T) {
 	}
 	if cfg.Listen != Default().Listen {
 		t.Errorf("listen = %q", cfg.Listen)
+	}
+}
+
+// TestTestdata loads every file under testdata/good (each must load) and
+// testdata/bad (each must fail with the text its "# want:" line names).
+func TestTestdata(t *testing.T) {
+	good, err := filepath.Glob(filepath.Join("testdata", "good", "*.yaml"))
+	if err != nil || len(good) == 0 {
+		t.Fatalf("no good testdata: %v", err)
+	}
+	for _, p := range good {
+		t.Run(p, func(t *testing.T) {
+			if _, err := Load(p); err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+		})
+	}
+	bad, err := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
+	if err != nil || len(bad) == 0 {
+		t.Fatalf("no bad testdata: %v", err)
+	}
+	for _, p := range bad {
+		t.Run(p, func(t *testing.T) {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := strings.Cut(string(b), "\n")
+			want, ok := strings.CutPrefix(first, "# want: ")
+			if !ok {
+				t.Fatalf("%s does not start with a \"# want: \" line", p)
+			}
+			if _, err := Load(p); err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Load = %v, want an error containing %q", err, want)
+			}
+		})
+	}
+}
+
+func TestRolesAndDelayDefaults(t *testing.T) {
+	cfg := Default()
+	for _, r := range AllRoles() {
+		if !cfg.HasRole(r) {
+			t.Errorf("default roles %q lack %q", cfg.Roles, r)
+		}
+	}
+	if cfg.ShutdownDelay <= 0 || cfg.ShutdownDelay >= cfg.ShutdownTimeout {
+		t.Errorf("default shutdown_delay %v not within (0, %v)", cfg.ShutdownDelay, cfg.ShutdownTimeout)
+	}
+	cfg.ShutdownDelay = 0
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte("roles: [relay]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadOver(cfg, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ShutdownDelay != 0 || !slices.Equal(got.Roles, []string{RoleRelay}) {
+		t.Errorf("LoadOver: delay %v roles %q", got.ShutdownDelay, got.Roles)
+	}
+	if !slices.Equal(cfg.Roles, AllRoles()) {
+		t.Errorf("LoadOver changed the defaults' roles to %q", cfg.Roles)
 	}
 }

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -21,11 +17,9 @@ import (
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/configs"
-	"github.com/starpipe/starpipe/credentials"
-	"github.com/starpipe/starpipe/demo"
+	"github.com/starpipe/starpipe/internal/daemon"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/pgcluster"
-	"github.com/starpipe/starpipe/vault"
 )
 
 func init() { subcommands = append(subcommands, newDevCmd) }
@@ -47,7 +41,11 @@ The embedded broker is for one machine; production runs ` + "`starpipe serve`" +
 against PostgreSQL and a Kafka cluster.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(cfgFile)
+			// One machine, no load balancer: no shutdown delay unless
+			// the file or the environment sets one.
+			defaults := config.Default()
+			defaults.ShutdownDelay = 0
+			cfg, err := config.LoadOver(defaults, cfgFile)
 			if err != nil {
 				return err
 			}
@@ -121,100 +119,27 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 	defer emb.Close()
 	log.Info("embedded Kafka-protocol broker running", "brokers", emb.Addrs())
 
+	cfg.StateDir = dir
 	cfg.Database.URL = pg.URL()
 	cfg.Kafka.Brokers = emb.Addrs()
-	tokenFile := filepath.Join(dir, "admin.token")
-	return runDaemon(ctx, cfg, log, &hooks{
-		keyStateDir: dir,
-		afterStore: func(ctx context.Context, st *store.Store) error {
-			if err := ensureAdminToken(ctx, st, tokenFile, log); err != nil {
-				return err
-			}
-			if cfg.Scheduler.SchedulesFile != "" {
-				return nil // runDaemon applies it
-			}
-			// The example's authenticated schedule names the demo
-			// credential, which must exist (with its targets) before the
-			// schedule can be saved.
-			kr, err := loadOrCreateKeyring(dir, cfg.Vault.KeyFile)
-			if err != nil && !errors.Is(err, vault.ErrNoKey) {
-				return fmt.Errorf("load vault key: %w", err)
-			}
-			if _, err := demoToken(ctx, st, kr, filepath.Join(dir, "demo.token"), demoListen, log); err != nil {
-				return err
-			}
-			// With no schedules file of its own, dev loads the example,
-			// which is aimed at the demo target.
-			b, err := fs.ReadFile(configs.FS, "schedules.example.yaml")
-			if err != nil {
-				return err
-			}
-			return applySchedules(ctx, cfg, st, bytes.NewReader(b), "configs/schedules.example.yaml", log)
-		},
-		background: func(ctx context.Context, st *store.Store, kr *vault.Keyring) error {
-			if demoListen == "" {
-				return nil
-			}
-			token, err := demoToken(ctx, st, kr, filepath.Join(dir, "demo.token"), demoListen, log)
-			if err != nil {
-				return err
-			}
-			// The demo is a convenience: a busy port must not stop the
-			// daemon, only the demo schedules' scans (which then fail with
-			// "unreachable" in their ledger).
-			if err := demo.Serve(ctx, demoListen, token, log); err != nil {
-				log.Warn("demo target not started; use --demo-listen to pick another address", "err", err)
-			}
-			return nil
-		},
-	})
-}
-
-// demoToken returns the bearer token that opens the demo's admin area and
-// makes sure the vault holds it as credential "demo-bearer", which the
-// authenticated example schedule names.
-func demoToken(ctx context.Context, st *store.Store, kr *vault.Keyring, path, demoListen string, log *slog.Logger) (string, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		raw := make([]byte, 24)
-		if _, err := rand.Read(raw); err != nil {
-			return "", err
-		}
-		b = []byte(hex.EncodeToString(raw))
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			return "", fmt.Errorf("write demo token: %w", err)
-		}
-	} else if err != nil {
-		return "", fmt.Errorf("read demo token: %w", err)
+	// dev creates a vault key in its state directory on first start.
+	kr, err := daemonKeyring(dir, cfg, log)
+	if err != nil {
+		return err
 	}
-	token := strings.TrimSpace(string(b))
-	if kr == nil {
-		return token, nil
+	opts := []daemon.Option{
+		daemon.WithKeyring(kr),
+		daemon.WithAdminToken(filepath.Join(dir, "admin.token")),
 	}
-	// The demo target is plain http on loopback: the credential is bound
-	// to it, and nothing else.
-	if demoListen == "" {
-		demoListen = "127.0.0.1:8081"
+	if demoListen != "" {
+		// Before the example schedules: the authenticated one names the
+		// demo credential, which must exist (with its targets) first.
+		opts = append(opts, daemon.WithDemoTarget(demoListen, filepath.Join(dir, "demo.token")))
 	}
-	scope := vault.Scope{Targets: []string{"http://" + demoListen + "/"}, AllowHTTP: true}
-	m, err := st.CredentialMetadata(ctx, "demo-bearer")
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		cred := vault.Credential{Name: "demo-bearer", Kind: vault.KindBearer, Secret: vault.Secret(token),
-			Targets: scope.Targets, AllowHTTP: scope.AllowHTTP}
-		if _, _, err := credentials.Save(ctx, st, kr, cred, "starpipe-dev"); err != nil {
-			return "", fmt.Errorf("store demo credential: %w", err)
-		}
-		log.Info("stored demo credential", "name", "demo-bearer")
-	case err != nil:
-		return "", err
-	case len(m.Targets) == 0:
-		// Stored by a version before credential targets.
-		if err := credentials.SetTargets(ctx, st, "demo-bearer", scope, "starpipe-dev"); err != nil {
-			return "", fmt.Errorf("set demo credential targets: %w", err)
-		}
-	}
-	return token, nil
+	// With no schedules file of its own, dev loads the example, which is
+	// aimed at the demo target.
+	opts = append(opts, daemon.WithExampleSchedules())
+	return runDaemon(ctx, cfg, log, opts...)
 }
 
 // devScanDefaults adds what the demo schedules need to the admin
@@ -238,34 +163,6 @@ func devScanDefaults(cfg *config.Config, dir string) error {
 		cfg.Analyzers = map[string]config.AnalyzerConfig{}
 	}
 	cfg.Analyzers["demo-sast"] = config.AnalyzerConfig{Command: []string{"sh", script}, Timeout: 15 * time.Minute}
-	return nil
-}
-
-// ensureAdminToken creates an admin token on first start and writes it where
-// only this user can read it. Tokens are stored hashed, so a lost file
-// cannot be recovered: a new token is minted instead.
-func ensureAdminToken(ctx context.Context, st *store.Store, path string, log *slog.Logger) error {
-	if _, err := os.Stat(path); err == nil {
-		log.Info("admin token", "file", path)
-		return nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("admin token file: %w", err)
-	}
-	name := "admin"
-	if exists, err := st.TokenExists(ctx, name); err != nil {
-		return err
-	} else if exists {
-		name = "admin-" + strconv.FormatInt(int64(os.Getpid()), 10)
-	}
-	tok, err := st.CreateToken(ctx, name, "admin")
-	if err != nil {
-		return fmt.Errorf("create admin token: %w", err)
-	}
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write admin token: %w", err)
-	}
-	log.Info("created admin token", "file", path, "name", name)
-	fmt.Fprintf(os.Stderr, "\nstarpipe: admin token written to %s\n  curl -H \"Authorization: Bearer $(cat %s)\" http://<listen>/v1/runs\n\n", path, path)
 	return nil
 }
 

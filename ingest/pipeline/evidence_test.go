@@ -1,15 +1,14 @@
 package pipeline_test
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/starpipe/starpipe/finding"
-	"github.com/starpipe/starpipe/ingest/parse"
-	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/mapping"
-	"github.com/starpipe/starpipe/scoring"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
 )
@@ -43,20 +42,22 @@ func TestRulesChangeKeepsPastEvidence(t *testing.T) {
 	if rulesA.RulesHash() == b.RulesHash() {
 		t.Fatal("rules A and B hash alike")
 	}
-	consumer := func(m *mapping.Mapper) *pipeline.Consumer {
-		return pipeline.NewConsumer(h.st, h.prod, func(f *finding.Finding, env *scoring.Environment) {
-			scoring.Apply(f, env)
-			m.Apply(f)
-		}, pipeline.Config{BatchSize: 2, Limits: parse.Limits{}}, h.log, nil)
+	rulesFile := filepath.Join(t.TempDir(), "rules-b.yaml")
+	if err := os.WriteFile(rulesFile, []byte(rulesB), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	const scope = "git.example.com/evidence"
 	data := genSARIF("synthscan", seq(0, 5))
 
-	stop := h.startConsumerWith(consumer(rulesA).Handle)
+	// Two ingest daemons in turn, as an operator changing mapping.file
+	// and restarting would run them.
+	_, stop := h.startDaemon([]string{config.RoleIngest}, nil, nil)
 	run1 := h.submit(scope, data)
 	h.waitRunStatus(run1, "succeeded", time.Minute)
-	stop()
-	h.startConsumerWith(consumer(b).Handle)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.startDaemon([]string{config.RoleIngest}, nil, func(c *config.Config) { c.Mapping.File = rulesFile })
 	run2 := h.submit(scope, data)
 	h.waitRunStatus(run2, "succeeded", time.Minute)
 

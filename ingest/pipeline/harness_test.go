@@ -2,25 +2,23 @@ package pipeline_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/starpipe/starpipe/bus"
-	"github.com/starpipe/starpipe/finding"
-	"github.com/starpipe/starpipe/ingest/parse"
+	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/internal/corpus"
+	"github.com/starpipe/starpipe/internal/daemon"
 	"github.com/starpipe/starpipe/internal/testlog"
-	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
-	"github.com/starpipe/starpipe/scoring"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
 )
@@ -34,8 +32,10 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 
 // harnessOpts tune newHarness.
 type harnessOpts struct {
-	// st, when set, is used instead of a fresh storetest database.
-	st *store.Store
+	// st and dbURL, when set, are the database instead of a fresh
+	// storetest one (st is what the test reads through).
+	st    *store.Store
+	dbURL string
 	// embedded configures the broker; Port and DataDir let a test restart
 	// it in place.
 	embedded bus.EmbeddedConfig
@@ -44,41 +44,42 @@ type harnessOpts struct {
 	// batchSize is findings per message (default 50: small files still
 	// span several batches).
 	batchSize int
-	// noConsumer leaves the ingest consumer to the test.
+	// noConsumer starts a daemon with the relay role only: the test
+	// starts ingest daemons itself (startIngest).
 	noConsumer bool
-	logLevel   slog.Level
+	// wrap, when set, wraps the ingest consumer's handler.
+	wrap     func(bus.Handler) bus.Handler
+	logLevel slog.Level
 }
 
-// harness is one pipeline: database, broker, producer, relay, intake and
-// ingest consumer, wired as cmd/starpipe/serve.go wires them.
+// harness is one pipeline as `starpipe serve` builds it: a daemon
+// (internal/daemon) with the relay and ingest roles on a database and the
+// embedded broker, which the harness controls so that a test can restart
+// it.
 type harness struct {
 	t      testing.TB
 	ctx    context.Context
 	st     *store.Store
+	dbURL  string
 	log    *slog.Logger
+	o      harnessOpts
 	ecfg   bus.EmbeddedConfig
 	broker *bus.Embedded
 	bcfg   bus.Config
 	prod   *bus.Producer
 	intake *pipeline.Intake
-	cons   *pipeline.Consumer
-
-	mu    sync.Mutex
-	stops []func() // background parts, stopped in reverse order
-
-	consumerRestarts atomic.Int32
 }
 
-const group = "starpipe-ingest"
+const group = daemon.GroupIngest
 
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
-	h := &harness{t: t, ctx: t.Context()}
+	h := &harness{t: t, ctx: t.Context(), o: o}
 	h.log = testLogger(t, o.logLevel)
 	if o.st != nil {
-		h.st = o.st
+		h.st, h.dbURL = o.st, o.dbURL
 	} else {
-		h.st, _ = storetest.New(t)
+		h.st, h.dbURL = storetest.New(t)
 	}
 	h.ecfg = o.embedded
 	if h.ecfg.GroupMinSessionTimeout == 0 {
@@ -93,38 +94,85 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if !o.noBroker {
 		h.startBroker()
 	}
-	h.bcfg = bus.Config{
-		Brokers:           []string{fmt.Sprintf("127.0.0.1:%d", h.ecfg.Port)},
-		Partitions:        h.ecfg.Partitions,
-		SessionTimeout:    2 * time.Second,
-		HeartbeatInterval: 200 * time.Millisecond,
-	}.WithDefaults()
-	h.prod = bus.NewProducer(h.bcfg, h.log)
-	t.Cleanup(func() { h.prod.Close() })
-
-	m, err := mapping.Default(mapping.WithAllVersions())
-	if err != nil {
-		t.Fatal(err)
+	roles := []string{config.RoleRelay, config.RoleIngest}
+	if o.noConsumer {
+		roles = roles[:1]
 	}
-	enrich := func(f *finding.Finding, env *scoring.Environment) {
-		scoring.Apply(f, env)
-		m.Apply(f)
-	}
-	bs := o.batchSize
-	if bs == 0 {
-		bs = 50
-	}
-	h.intake = pipeline.NewIntake(h.st, 64<<20, "", h.log)
-	h.cons = pipeline.NewConsumer(h.st, h.prod, enrich, pipeline.Config{BatchSize: bs, Limits: parse.Limits{}}, h.log, nil)
-	t.Cleanup(h.stopAll)
-
-	h.goBackground("relay", func(ctx context.Context) error {
-		return relay.New(h.st, h.prod, h.log, relay.WithPollInterval(200*time.Millisecond)).Run(ctx)
-	})
-	if !o.noConsumer {
-		h.startConsumer()
-	}
+	d, _ := h.startDaemon(roles, o.wrap, nil)
+	h.bcfg, h.prod, h.intake = d.BusConfig(), d.Producer(), d.Intake()
 	return h
+}
+
+// startDaemon builds and runs a daemon with roles on the harness's
+// database and broker; the returned function stops it (as SIGTERM does)
+// and returns Run's result. The test's end stops it too.
+func (h *harness) startDaemon(roles []string, wrap func(bus.Handler) bus.Handler, tune func(*config.Config), extra ...daemon.Option) (*daemon.Daemon, func() error) {
+	h.t.Helper()
+	cfg := config.Default()
+	cfg.Roles = roles
+	cfg.StateDir = h.t.TempDir()
+	cfg.Database.URL = h.dbURL
+	cfg.Database.MaxConns = 8
+	cfg.Kafka.Brokers = []string{fmt.Sprintf("127.0.0.1:%d", h.ecfg.Port)}
+	cfg.Kafka.Partitions = h.ecfg.Partitions
+	cfg.Ingest.BatchSize = cmp.Or(h.o.batchSize, 50)
+	cfg.Ingest.Concurrency = 4
+	// In-flight messages get half of what is left after the delay.
+	cfg.ShutdownTimeout, cfg.ShutdownDelay = 20*time.Second, 0
+	if tune != nil {
+		tune(&cfg)
+	}
+	opts := []daemon.Option{
+		daemon.WithLogger(h.log),
+		daemon.WithBusConfig(func(c *bus.Config) {
+			c.SessionTimeout = 2 * time.Second
+			c.HeartbeatInterval = 200 * time.Millisecond
+		}),
+		daemon.WithRunOptions(func(_ string, ro *bus.RunOptions) {
+			ro.InitialBackoff, ro.MaxBackoff = 50*time.Millisecond, time.Second
+		}),
+		daemon.WithRelayOptions(relay.WithPollInterval(200 * time.Millisecond)),
+	}
+	if wrap != nil {
+		opts = append(opts, daemon.WithIngestHandler(wrap))
+	}
+	opts = append(opts, extra...)
+	d, err := daemon.New(h.ctx, cfg, opts...)
+	if err != nil {
+		h.t.Fatalf("building the daemon: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(h.ctx))
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		if runErr = d.Run(ctx); runErr != nil && ctx.Err() == nil {
+			// A part failed and took the daemon down, as it would a
+			// process; the test then fails waiting for its condition.
+			h.log.Error("daemon stopped", "err", runErr)
+		}
+	}()
+	var once sync.Once
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+		return runErr
+	}
+	h.t.Cleanup(func() {
+		if err := stop(); err != nil {
+			h.t.Errorf("daemon %v: %v", roles, err)
+		}
+	})
+	return d, stop
+}
+
+// startIngest starts a daemon with the ingest role only, its handler
+// wrapped by wrap (nil for none).
+func (h *harness) startIngest(wrap func(bus.Handler) bus.Handler) func() error {
+	_, stop := h.startDaemon([]string{config.RoleIngest}, wrap, nil)
+	return stop
 }
 
 // startBroker starts (or restarts, with the same port and data directory)
@@ -148,72 +196,6 @@ func (h *harness) startBroker() {
 	}
 	b := h.broker
 	h.t.Cleanup(b.Close)
-}
-
-// startConsumer runs the ingest consumer as serve does; the returned
-// function stops it and waits.
-func (h *harness) startConsumer() func() {
-	return h.startConsumerWith(h.cons.Handle)
-}
-
-func (h *harness) startConsumerWith(handle bus.Handler) func() {
-	return h.goBackground("consumer", func(ctx context.Context) error {
-		for {
-			c := bus.NewConsumer(h.bcfg, group, bus.TopicScanResults, h.log)
-			err := c.Run(ctx, handle, bus.RunOptions{
-				DLQ: h.prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second,
-				Concurrency: 4, Parallel: pipeline.Parallel,
-			})
-			if err == nil || ctx.Err() != nil {
-				return err
-			}
-			// Run returns an error only when the reader cannot go on;
-			// the test plays the process supervisor that restarts it.
-			h.consumerRestarts.Add(1)
-			h.log.Warn("consumer stopped; restarting it", "err", err)
-			if !pollWait(ctx, 500*time.Millisecond) {
-				return nil
-			}
-		}
-	})
-}
-
-// goBackground runs fn until the returned stop function (or the test's
-// end) cancels it.
-func (h *harness) goBackground(name string, fn func(ctx context.Context) error) func() {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(h.ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := fn(ctx); err != nil && ctx.Err() == nil {
-			h.log.Error("background part stopped", "part", name, "err", err)
-		}
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				h.t.Errorf("%s did not stop within 30s", name)
-			}
-		})
-	}
-	h.mu.Lock()
-	h.stops = append(h.stops, stop)
-	h.mu.Unlock()
-	return stop
-}
-
-func (h *harness) stopAll() {
-	h.mu.Lock()
-	stops := h.stops
-	h.stops = nil
-	h.mu.Unlock()
-	for i := len(stops) - 1; i >= 0; i-- {
-		stops[i]()
-	}
 }
 
 // submit uploads data for scope and returns the run id.

@@ -14,11 +14,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/ingest/sanitize"
+	"github.com/starpipe/starpipe/internal/daemon"
 	"github.com/starpipe/starpipe/store/storetest"
 )
 
@@ -155,7 +157,7 @@ func incompressible(n int) string {
 func TestPanickingParser(t *testing.T) {
 	h := newHarness(t, harnessOpts{noConsumer: true})
 	const trigger = "PANIC-IN-PARSER"
-	pipeline.SetParseFunc(h.cons, func(ctx context.Context, r io.Reader, format ingest.Format, opt parse.Options, sink parse.Sink) (ingest.Format, parse.Stats, error) {
+	parser := func(ctx context.Context, r io.Reader, format ingest.Format, opt parse.Options, sink parse.Sink) (ingest.Format, parse.Stats, error) {
 		data, err := io.ReadAll(r)
 		if err != nil {
 			return "", parse.Stats{}, err
@@ -165,8 +167,10 @@ func TestPanickingParser(t *testing.T) {
 			m[trigger]++ // a nil map write: the kind of bug a parser has
 		}
 		return ingest.ParseReader(ctx, bytes.NewReader(data), format, opt, sink)
-	})
-	h.startConsumer()
+	}
+	h.startDaemon([]string{config.RoleIngest}, nil, nil, daemon.WithIngestConsumer(func(c *pipeline.Consumer) {
+		pipeline.SetParseFunc(c, parser)
+	}))
 
 	bad := h.submit("git.example.com/acme/panic", genSARIF(trigger, seq(0, 3)))
 	h.waitRunStatus(bad, "failed", runTimeout)
@@ -207,7 +211,7 @@ func TestRefusedBatchIsParked(t *testing.T) {
 	if err := h.prod.Publish(h.ctx, bus.TopicScanResults, bus.Message{Key: []byte(run), Value: v}); err != nil {
 		t.Fatal(err)
 	}
-	h.startConsumer()
+	h.startIngest(nil)
 
 	h.waitRunStatus(run, "failed", runTimeout)
 	if e := h.runError(run); !strings.Contains(e, "22021") || !utf8.ValidString(e) {

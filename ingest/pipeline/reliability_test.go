@@ -141,10 +141,10 @@ func (h *harness) resolvedMessages(scope string) []string {
 	return storetest.Strings(h.t, h.st, `SELECT message FROM findings WHERE scope = $1 AND status = 'resolved' ORDER BY message`, scope)
 }
 
-// TestCrashBetweenDBCommitAndOffsetCommit stops the consumer after a
+// TestCrashBetweenDBCommitAndOffsetCommit stops an ingest daemon after a
 // message's transaction committed but before its offset did, at each kind
-// of message, then starts a fresh consumer in the group: the message is
-// delivered again and nothing is stored twice.
+// of message, then starts a fresh ingest daemon in the group: the message
+// is delivered again and nothing is stored twice.
 func TestCrashBetweenDBCommitAndOffsetCommit(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -157,47 +157,58 @@ func TestCrashBetweenDBCommitAndOffsetCommit(t *testing.T) {
 		t.Run("after="+tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{noConsumer: true})
 			const scope, n = "git.example.com/acme/crash", 130
-			run := h.submit(scope, genSARIF("synthscan", seq(0, n)))
 
-			// The crashing consumer: fetch, handle (the database commits),
-			// then stop before the offset commit.
-			c := bus.NewConsumer(h.bcfg, group, bus.TopicScanResults, h.log)
-			ctx, cancel := context.WithTimeout(h.ctx, runTimeout)
-			defer cancel()
-			var crashed bus.Message
-			for crashed.Value == nil {
-				msg, err := c.Fetch(ctx)
-				if err != nil {
-					t.Fatalf("fetch before the crash point: %v", err)
+			// The crashing daemon: its handler stores the message (the
+			// database commits), then fails it from then on without
+			// touching the database, so the offset is never committed;
+			// the daemon is then stopped, as a process dies.
+			var mu sync.Mutex
+			var crashed *bus.Message
+			crashedCh := make(chan struct{})
+			stopFirst := h.startIngest(func(next bus.Handler) bus.Handler {
+				return func(ctx context.Context, msg bus.Message) error {
+					mu.Lock()
+					c := crashed
+					mu.Unlock()
+					if c != nil && c.Partition == msg.Partition && c.Offset == msg.Offset {
+						return errCrash
+					}
+					if err := next(ctx, msg); err != nil {
+						return err
+					}
+					env, err := bus.Decode(msg.Value)
+					if err == nil && tc.crash(env) && c == nil {
+						mu.Lock()
+						crashed = &msg
+						mu.Unlock()
+						close(crashedCh)
+						return errCrash
+					}
+					return nil
 				}
-				env, err := bus.Decode(msg.Value)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := h.cons.Handle(ctx, msg); err != nil {
-					t.Fatalf("handle %s: %v", env.Type, err)
-				}
-				if tc.crash(env) {
-					crashed = msg
-					break
-				}
-				if err := c.Commit(ctx, msg); err != nil {
-					t.Fatal(err)
-				}
+			})
+			run := h.submit(scope, genSARIF("synthscan", seq(0, n)))
+			select {
+			case <-crashedCh:
+			case <-time.After(runTimeout):
+				t.Fatalf("no %s message reached the handler", tc.name)
 			}
-			c.Close() // the process dies: no commit
+			if err := stopFirst(); err != nil {
+				t.Fatalf("stopping the crashed daemon: %v", err)
+			}
 			before := h.tally(run, scope)
 
-			// A fresh consumer in the same group gets the message again.
-			var mu sync.Mutex
+			// A fresh daemon in the same group gets the message again.
 			redelivered := false
-			h.startConsumerWith(func(ctx context.Context, msg bus.Message) error {
-				mu.Lock()
-				if msg.Partition == crashed.Partition && msg.Offset == crashed.Offset {
-					redelivered = true
+			h.startIngest(func(next bus.Handler) bus.Handler {
+				return func(ctx context.Context, msg bus.Message) error {
+					mu.Lock()
+					if msg.Partition == crashed.Partition && msg.Offset == crashed.Offset {
+						redelivered = true
+					}
+					mu.Unlock()
+					return next(ctx, msg)
 				}
-				mu.Unlock()
-				return h.cons.Handle(ctx, msg)
 			})
 			h.waitFor(fmt.Sprintf("the uncommitted message (partition %d offset %d) to be delivered again", crashed.Partition, crashed.Offset),
 				runTimeout, func() bool {
@@ -403,15 +414,16 @@ func TestPostgresRestartMidIngest(t *testing.T) {
 	t.Cleanup(st.Close)
 	storetest.Attach(t, st, cluster.URL())
 
-	h := newHarness(t, harnessOpts{st: st, batchSize: 100, noConsumer: true})
 	var failures atomic.Int32
-	h.startConsumerWith(func(ctx context.Context, msg bus.Message) error {
-		err := h.cons.Handle(ctx, msg)
-		if err != nil && !bus.IsPoison(err) {
-			failures.Add(1)
+	h := newHarness(t, harnessOpts{st: st, dbURL: cluster.URL(), batchSize: 100, wrap: func(next bus.Handler) bus.Handler {
+		return func(ctx context.Context, msg bus.Message) error {
+			err := next(ctx, msg)
+			if err != nil && !bus.IsPoison(err) {
+				failures.Add(1)
+			}
+			return err
 		}
-		return err
-	})
+	}})
 	const scope, n = "git.example.com/acme/pg-restart", 8000
 	run := h.submit(scope, genSARIF("synthscan", seq(0, n)))
 	h.waitFor("the run to be part-way stored", runTimeout, func() bool {
@@ -467,5 +479,4 @@ func TestBrokerDownDuringUpload(t *testing.T) {
 	if after1 := h.tally(run1, scope); after1.Batches != before1.Batches || after1.Opened != before1.Opened || after1.Observations != before1.Observations {
 		t.Fatalf("the first run changed across the broker restart: %+v, then %+v", before1, after1)
 	}
-	t.Logf("the ingest consumer was restarted %d times during the outage", h.consumerRestarts.Load())
 }

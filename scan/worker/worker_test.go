@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -25,15 +24,13 @@ import (
 
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/config"
-	"github.com/starpipe/starpipe/configs"
 	"github.com/starpipe/starpipe/credentials"
 	"github.com/starpipe/starpipe/demo"
 	"github.com/starpipe/starpipe/finding"
-	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
+	"github.com/starpipe/starpipe/internal/daemon"
 	"github.com/starpipe/starpipe/internal/netpolicy"
 	"github.com/starpipe/starpipe/internal/testlog"
-	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/scan/code"
 	"github.com/starpipe/starpipe/scan/internal/dnstest"
@@ -43,7 +40,6 @@ import (
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/schedulertest"
 	"github.com/starpipe/starpipe/scheduler/spec"
-	"github.com/starpipe/starpipe/scoring"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
 	"github.com/starpipe/starpipe/vault"
@@ -69,16 +65,20 @@ const (
 	wrongToken = "tok-wrong-3Fz8kR1vNc6"
 )
 
-// harness is one daemon: database, broker, relay, ingest consumer, worker
-// and scheduler.
+// harness is a daemon as `starpipe serve` builds it (internal/daemon),
+// with the relay, ingest and worker roles, on a database and the embedded
+// broker; startScheduler adds a second daemon with the scheduler role on a
+// fake clock.
 type harness struct {
-	t   *testing.T
-	ctx context.Context
-	st  *store.Store
-	kr  *vault.Keyring
-	wk  *worker.Worker
-	clk *fakeClock
-	log *slog.Logger
+	t      *testing.T
+	ctx    context.Context
+	st     *store.Store
+	dbURL  string
+	broker *bus.Embedded
+	kr     *vault.Keyring
+	wk     bus.Handler // the daemon's worker handler
+	clk    *fakeClock
+	log    *slog.Logger
 	// schedOpts are the admin bounds the harness's schedules are saved with.
 	schedOpts spec.Options
 }
@@ -86,32 +86,14 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, ctx: t.Context(), log: testLogger(t)}
-	h.st, _ = storetest.New(t)
+	h.st, h.dbURL = storetest.New(t)
 
 	broker, err := bus.StartEmbedded(h.ctx, bus.EmbeddedConfig{Partitions: 2, GroupMinSessionTimeout: 500 * time.Millisecond}, h.log)
 	if err != nil {
 		t.Fatalf("starting embedded broker: %v", err)
 	}
 	t.Cleanup(broker.Close)
-	bcfg := bus.Config{
-		Brokers:           broker.Addrs(),
-		Partitions:        2,
-		SessionTimeout:    2 * time.Second,
-		HeartbeatInterval: 200 * time.Millisecond,
-	}.WithDefaults()
-	prod := bus.NewProducer(bcfg, h.log)
-	t.Cleanup(func() { prod.Close() })
-
-	m, err := mapping.Default(mapping.WithAllVersions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	enrich := func(f *finding.Finding, env *scoring.Environment) {
-		scoring.Apply(f, env)
-		m.Apply(f)
-	}
-	cons := pipeline.NewConsumer(h.st, prod, enrich, pipeline.Config{Limits: parse.Limits{}}, h.log, nil)
-	intake := pipeline.NewIntake(h.st, 64<<20, t.TempDir(), h.log)
+	h.broker = broker
 
 	key, err := vault.GenerateKey()
 	if err != nil {
@@ -120,69 +102,57 @@ func newHarness(t *testing.T) *harness {
 	if h.kr, err = vault.NewKeyring(key); err != nil {
 		t.Fatal(err)
 	}
-	h.wk = worker.New(worker.Options{
-		Submitter: intake, Credentials: credentials.NewResolver(h.st, h.kr), Ledger: h.st,
-		StateDir: t.TempDir(), Templates: []string{extractTemplates(t)}, Logger: h.log,
-		ScannerPath: scanexectest.Binary(t),
-		Analyzers:   testAnalyzers, Network: loopbackPolicy,
-	})
 	h.schedOpts = spec.Options{Analyzers: slices.Collect(maps.Keys(testAnalyzers)), Network: loopbackPolicy,
 		Credentials: credentials.ScopeLookup{St: h.st}}
-
-	runOpts := bus.RunOptions{DLQ: prod, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 10 * time.Second}
-	h.background("relay", func(ctx context.Context) error {
-		return relay.New(h.st, prod, h.log, relay.WithPollInterval(100*time.Millisecond)).Run(ctx)
-	})
-	h.background("ingest consumer", func(ctx context.Context) error {
-		return bus.NewConsumer(bcfg, "starpipe-ingest", bus.TopicScanResults, h.log).Run(ctx, cons.Handle, runOpts)
-	})
-	h.background("worker", func(ctx context.Context) error {
-		return bus.NewConsumer(bcfg, "starpipe-workers", bus.TopicScanRequests, h.log).Run(ctx, h.wk.Handle, runOpts)
-	})
+	h.startDaemon([]string{config.RoleRelay, config.RoleIngest, config.RoleWorker},
+		daemon.WithKeyring(h.kr),
+		daemon.WithWorkerHandler(func(next bus.Handler) bus.Handler {
+			h.wk = next
+			return next
+		}))
 	return h
 }
 
-// background runs fn until the test ends, then cancels it and waits. The
-// cleanup is registered after the store's and the broker's, so it runs
-// before they close.
-func (h *harness) background(name string, fn func(ctx context.Context) error) {
+// startDaemon builds and runs a daemon with roles on the harness's
+// database and broker until the test ends. Its cleanup is registered
+// after the store's and the broker's, so it runs before they close.
+func (h *harness) startDaemon(roles []string, opts ...daemon.Option) {
+	h.t.Helper()
+	cfg := config.Default()
+	cfg.Roles = roles
+	cfg.StateDir = h.t.TempDir()
+	cfg.Database.URL = h.dbURL
+	cfg.Kafka.Brokers = h.broker.Addrs()
+	cfg.Kafka.Partitions = 2
+	cfg.ShutdownTimeout, cfg.ShutdownDelay = 20*time.Second, 0
+	// The admin side of scanning, as a configuration file would give it.
+	cfg.Analyzers = testAnalyzers
+	cfg.Scan.AllowNetworks = []string{"127.0.0.0/8", "::1"}
+	cfg.Scan.ScannerPath = scanexectest.Binary(h.t)
+	opts = append([]daemon.Option{
+		daemon.WithLogger(h.log),
+		daemon.WithBusConfig(func(c *bus.Config) {
+			c.SessionTimeout = 2 * time.Second
+			c.HeartbeatInterval = 200 * time.Millisecond
+		}),
+		daemon.WithRunOptions(func(_ string, ro *bus.RunOptions) {
+			ro.InitialBackoff, ro.MaxBackoff = 50*time.Millisecond, time.Second
+		}),
+		daemon.WithRelayOptions(relay.WithPollInterval(100 * time.Millisecond)),
+	}, opts...)
+	d, err := daemon.New(h.ctx, cfg, opts...)
+	if err != nil {
+		h.t.Fatalf("building the daemon: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(h.ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := fn(ctx); err != nil && ctx.Err() == nil {
-			h.log.Error("background part stopped", "part", name, "err", err)
-		}
-	}()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
 	h.t.Cleanup(func() {
 		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			h.t.Errorf("%s did not stop within 30s", name)
+		if err := <-done; err != nil {
+			h.t.Errorf("daemon %v: %v", roles, err)
 		}
 	})
-}
-
-// extractTemplates writes the shipped nuclei templates to a temporary
-// directory, as serve does to its state directory.
-func extractTemplates(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	entries, err := fs.ReadDir(configs.FS, "templates")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := fs.ReadFile(configs.FS, "templates/"+e.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 // saveCredential stores a bearer credential in the vault.
@@ -216,19 +186,14 @@ func (h *harness) startScheduler(ss ...spec.Schedule) time.Time {
 		h.t.Fatal(err)
 	}
 	due := c.Next(h.clk.Now())
-	s, err := scheduler.New(scheduler.Options{
-		Store: h.st, Clock: h.clk, Logger: h.log,
+	// A process of its own with the scheduler role, as a split
+	// deployment runs it.
+	h.startDaemon([]string{config.RoleScheduler}, daemon.WithSchedulerOptions(func(o *scheduler.Options) {
+		o.Clock = h.clk
 		// Reloads come from NOTIFY; a long poll keeps the wall clock from
 		// adding wake-ups.
-		PollInterval: time.Hour,
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := s.Start(h.ctx); err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(s.Stop)
+		o.PollInterval = time.Hour
+	}))
 	h.clk.AwaitTimers(h.t, due, 1)
 	return due
 }
@@ -786,7 +751,7 @@ func TestCodeScan(t *testing.T) {
 	if err := storetest.SQL(h.t, h.st).QueryRow(h.ctx, `SELECT payload FROM outbox WHERE topic = $1 AND key = 'code'`, bus.TopicScanRequests).Scan(&payload); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.wk.Handle(h.ctx, bus.Message{Key: []byte("code"), Value: payload}); err != nil {
+	if err := h.wk(h.ctx, bus.Message{Key: []byte("code"), Value: payload}); err != nil {
 		t.Fatalf("handling the request again: %v", err)
 	}
 	var all int
