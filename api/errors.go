@@ -33,6 +33,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, what st
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
 	case errors.Is(err, pipeline.ErrUnsupportedFormat):
 		writeError(w, http.StatusUnprocessableEntity, "unsupported_format", err.Error())
+	case errors.Is(err, pipeline.ErrIntakeClosed):
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", what+" not found")
 	case errors.Is(err, store.ErrConflict):

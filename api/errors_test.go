@@ -5,11 +5,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/starpipe/starpipe/api"
+	"github.com/starpipe/starpipe/internal/netpolicy"
 	"github.com/starpipe/starpipe/internal/testlog"
+	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store/storetest"
 	"github.com/starpipe/starpipe/vault"
 )
@@ -35,7 +38,9 @@ func TestDatabaseOutageIs503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(api.Options{Logger: testlog.New(t, slog.LevelError+1), Auth: adminAuth{}, Store: st, Keyring: kr})
+	srv := api.New(api.Options{Logger: testlog.New(t, slog.LevelError+1), Auth: adminAuth{}, Store: st, Keyring: kr,
+		// The test schedule aims at loopback, as dev's policy allows.
+		SchedulePolicy: spec.Options{Network: netpolicy.New(netpolicy.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})}})
 
 	// The outage: the database refuses new connections and the store's
 	// open ones are cut.
@@ -55,7 +60,7 @@ func TestDatabaseOutageIs503(t *testing.T) {
 		{"GET", "/v1/credentials", ""},
 		{"GET", "/v1/credentials/x", ""},
 		{"DELETE", "/v1/credentials/x", ""},
-		{"POST", "/v1/credentials", `{"name":"x","kind":"bearer","secret":"s3cret-value"}`},
+		{"POST", "/v1/credentials", `{"name":"x","kind":"bearer","secret":"s3cret-value","targets":["https://app.example.com/"]}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {

@@ -38,6 +38,9 @@ var (
 	ErrTooLarge = errors.New("upload too large")
 	// ErrUnsupportedFormat: the file is not in a format starpipe reads.
 	ErrUnsupportedFormat = errors.New("unsupported format")
+	// ErrIntakeClosed: this process stopped taking uploads (it is shutting
+	// down); another replica, or this one after a restart, will.
+	ErrIntakeClosed = errors.New("the daemon is shutting down; retry against another replica")
 )
 
 // RequestError is a problem with what the caller sent. Kind is one of

@@ -51,7 +51,7 @@ const (
 
 // ErrShuttingDown is what an upload gets once intake has stopped; the API
 // answers it with 503.
-var ErrShuttingDown = errors.New("the daemon is shutting down; retry against another replica")
+var ErrShuttingDown = pipeline.ErrIntakeClosed
 
 // Daemon is a built, not yet running, set of parts. Run it once.
 type Daemon struct {

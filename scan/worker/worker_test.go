@@ -916,6 +916,7 @@ func TestScannerCrashes(t *testing.T) {
 	opt := worker.Options{
 		Submitter: pipeline.NewIntake(st, 64<<20, t.TempDir(), nil),
 		Ledger:    st, StateDir: t.TempDir(), Logger: log, ScannerPath: scanexectest.Binary(t),
+		Analyzers: testAnalyzers,
 	}
 	hooked := worker.NewRunner(opt, log)
 	hooked.Env = []string{scanexec.TestHooksVar + "=1"}
@@ -947,7 +948,7 @@ func TestScannerCrashes(t *testing.T) {
 		t.Helper()
 		sp := schedule(name, finding.KindCode)
 		sp.Targets.Repositories = []string{repo}
-		sp.Code.Command = []string{"sh", "-c", "cat findings.sarif"}
+		sp.Code.Analyzer = "cat-sarif"
 		_, msg := claim(t, st, sp, nil)
 		if err := wk.Handle(t.Context(), msg); err != nil {
 			t.Fatalf("%s: Handle = %v, want nil (the outcome goes to the ledger)", name, err)
