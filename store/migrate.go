@@ -63,7 +63,8 @@ func newProvider(url string, o migrateOptions) (*goose.Provider, *sql.DB, error)
 	}
 	popts := []goose.ProviderOption{goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true)}
 	if o.log != nil {
-		popts = append(popts, goose.WithSlog(o.log.With("component", "migrate")), goose.WithVerbose(true))
+		l := slog.New(statementsAtDebug{o.log.Handler()}).With("component", "migrate")
+		popts = append(popts, goose.WithSlog(l), goose.WithVerbose(true))
 	}
 	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, popts...)
 	if err != nil {
@@ -132,4 +133,30 @@ func MigrationStatus(ctx context.Context, url string) ([]Migration, error) {
 		})
 	}
 	return out, nil
+}
+
+// statementsAtDebug demotes goose's per-statement records to debug: an
+// operator wants to see which migrations ran at info, not every ALTER.
+type statementsAtDebug struct{ slog.Handler }
+
+func (h statementsAtDebug) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, slog.LevelDebug) || h.Handler.Enabled(ctx, l)
+}
+
+func (h statementsAtDebug) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "executing statement" {
+		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h statementsAtDebug) WithAttrs(as []slog.Attr) slog.Handler {
+	return statementsAtDebug{h.Handler.WithAttrs(as)}
+}
+
+func (h statementsAtDebug) WithGroup(name string) slog.Handler {
+	return statementsAtDebug{h.Handler.WithGroup(name)}
 }
