@@ -20,6 +20,10 @@ var allRoles = []string{"api", "ingest", "relay", "scheduler", "worker"}
 // scope, each observed once per run, every batch once, and the outbox
 // drained.
 func TestSoakTwoReplicasSIGKILL(t *testing.T) {
+	// Most of this test is waiting for the broker to expire the killed
+	// replica's group membership (kafka-go's 30 s session timeout), so the
+	// CPU-heavy test beside it runs meanwhile.
+	t.Parallel()
 	r := newRig(t)
 	opts := replicaOptions{roles: allRoles, batchSize: 100, shutdownTimeout: 20 * time.Second}
 	a, b := r.newReplica("replica-a", opts), r.newReplica("replica-b", opts)
