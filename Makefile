@@ -39,7 +39,7 @@ run: deps build
 # Starts a private PostgreSQL unless STARPIPE_TEST_DATABASE_URL points at one,
 # runs every test, and stops the cluster again.
 test: deps build
-	STARPIPE_SCANNER_BIN=$(abspath $(SCANNER)) ./scripts/test.sh
+	STARPIPE_BIN=$(abspath $(BIN)) STARPIPE_SCANNER_BIN=$(abspath $(SCANNER)) ./scripts/test.sh
 
 bench: build
 	STARPIPE_SCANNER_BIN=$(abspath $(SCANNER)) BENCHTIME=$(BENCHTIME) ./scripts/bench.sh
