@@ -64,6 +64,10 @@ type KafkaConfig struct {
 	ReplicationFactor int      `yaml:"replication_factor"`
 	ClientID          string   `yaml:"client_id"`
 	Compression       string   `yaml:"compression"`
+	// SessionTimeout is how long a consumer that stopped heartbeating
+	// (a crashed replica) keeps its partitions before the group moves
+	// them: the failover time after a SIGKILL.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
 	// TLS and SASL secure the broker connections (security.go).
 	TLS  KafkaTLSConfig  `yaml:"tls"`
 	SASL KafkaSASLConfig `yaml:"sasl"`
@@ -128,7 +132,7 @@ func Default() Config {
 		ShutdownDelay:   3 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Database:        DatabaseConfig{MaxConns: 10},
-		Kafka:           KafkaConfig{Partitions: 6, ReplicationFactor: 1, ClientID: "starpipe", Compression: "zstd"},
+		Kafka:           KafkaConfig{Partitions: 6, ReplicationFactor: 1, ClientID: "starpipe", Compression: "zstd", SessionTimeout: 10 * time.Second},
 		Mapping:         MappingConfig{CCMVersion: "4.0.13"},
 		Ingest: IngestConfig{
 			MaxBytes:    4 << 30,
@@ -267,6 +271,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Kafka.ReplicationFactor < 1 {
 		bad("kafka.replication_factor", "must be at least 1")
+	}
+	// Brokers refuse a session timeout outside group.min/max.session.timeout.ms
+	// (6 s to 30 min by default).
+	if c.Kafka.SessionTimeout < 6*time.Second || c.Kafka.SessionTimeout > 30*time.Minute {
+		bad("kafka.session_timeout", "must be between 6s and 30m (the broker's group.min/max.session.timeout.ms)")
 	}
 	switch c.Kafka.Compression {
 	case "none", "gzip", "snappy", "lz4", "zstd":

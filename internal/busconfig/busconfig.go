@@ -5,6 +5,7 @@ package busconfig
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/config"
@@ -21,6 +22,11 @@ func FromConfig(k config.KafkaConfig) (bus.Config, error) {
 		ReplicationFactor: k.ReplicationFactor,
 		ClientID:          k.ClientID,
 		Compression:       k.Compression,
+		SessionTimeout:    k.SessionTimeout,
+	}
+	if k.SessionTimeout > 0 {
+		// Heartbeats well inside the session, as Kafka's defaults keep them.
+		cfg.HeartbeatInterval = max(k.SessionTimeout/10, 100*time.Millisecond)
 	}
 	if k.TLS.Enabled {
 		tc, err := tlsconfig.Client(tlsconfig.ClientOptions{

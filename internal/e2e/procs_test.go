@@ -170,7 +170,7 @@ shutdown_timeout: %s
 shutdown_delay: 0s
 log: {level: warn, format: text}
 database: {url: %q, max_conns: 6}
-kafka: {brokers: [%q], partitions: 4}
+kafka: {brokers: [%q], partitions: 4, session_timeout: 6s}
 ingest: {batch_size: %d}
 scheduler: {enabled: true}
 roles: %s
