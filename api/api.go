@@ -38,6 +38,11 @@ type Principal struct {
 	ID   string
 	Name string
 	Role string
+	// Scopes and Kinds limit what the caller may upload and which held
+	// runs it may decide: scope patterns (finding.MatchScope) and scan
+	// kinds. Empty means no limit.
+	Scopes []string
+	Kinds  []string
 }
 
 // ErrUnauthenticated is returned by an Authenticator for an unknown, revoked
@@ -62,6 +67,7 @@ type Options struct {
 	Catalogs *mapping.Catalogs // control titles for /v1/controls
 	Keyring  *vault.Keyring    // encrypts credentials posted to /v1/credentials
 	Intake   Intake            // accepts uploads for POST /v1/runs
+	HeldRuns HeldRuns          // releases and discards held runs
 
 	// SchedulePolicy is the admin configuration schedules are checked
 	// against on POST and PUT (analysers, word list directory, scan
@@ -145,6 +151,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.duration.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
 }
 
+// readyz answers 200 or 503. What is not ready (a database or broker
+// error, which names hosts and ports) is told only to a caller with a
+// valid token; load balancers and anyone else get the status and a
+// generic body. The token is checked only when not ready, so probes cost
+// no token look-up.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.opt.Ready == nil {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -152,11 +163,27 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	if err := s.opt.Ready(ctx); err != nil {
+	err := s.opt.Ready(ctx)
+	if err == nil {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		return
+	}
+	if s.validToken(ctx, r) {
 		writeError(w, http.StatusServiceUnavailable, "not_ready", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+}
+
+// validToken reports whether r carries a live token, answering nothing:
+// for routes that tell more to an authenticated caller.
+func (s *Server) validToken(ctx context.Context, r *http.Request) bool {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || strings.TrimSpace(token) == "" || s.opt.Auth == nil {
+		return false
+	}
+	_, err := s.opt.Auth.Authenticate(ctx, strings.TrimSpace(token))
+	return err == nil
 }
 
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (Principal, bool) {

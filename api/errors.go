@@ -22,6 +22,7 @@ import (
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, what string) {
 	var ia *store.InvalidArgumentError
 	var qp *queryParamError
+	var rs *store.RunStateError
 	switch {
 	case errors.As(err, &ia):
 		writeError(w, http.StatusBadRequest, "invalid_parameter", ia.Error())
@@ -38,6 +39,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, what st
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", what+" not found")
+	case errors.As(err, &rs):
+		writeError(w, http.StatusConflict, "conflict", rs.Error())
 	case errors.Is(err, store.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", what+" already exists")
 	case r.Context().Err() != nil:

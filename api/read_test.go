@@ -539,7 +539,8 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every dependency is set so that every route group registers.
-	srv := New(Options{Auth: storeAuthenticator{st}, Store: st, Catalogs: cats, Intake: specIntake{}, Keyring: keyring})
+	srv := New(Options{Auth: storeAuthenticator{st}, Store: st, Catalogs: cats, Intake: specIntake{}, Keyring: keyring,
+		HeldRuns: pipeline.NewHeldRuns(st, nil)})
 
 	tok, err := st.CreateToken(t.Context(), "spec-reader", RoleIngest)
 	if err != nil {
@@ -591,7 +592,8 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"GET /v1/runs", "POST /v1/runs", "GET /v1/runs/{id}", "GET /v1/findings",
+	for _, want := range []string{"GET /v1/runs", "POST /v1/runs", "GET /v1/runs/{id}", "POST /v1/runs/{id}/release",
+		"POST /v1/runs/{id}/discard", "GET /v1/tokens", "POST /v1/tokens", "DELETE /v1/tokens/{name}", "GET /v1/findings",
 		"GET /v1/findings/{id}", "GET /v1/controls", "GET /v1/openapi.yaml"} {
 		if !documented[want] {
 			t.Errorf("openapi.yaml does not document %s", want)
@@ -635,7 +637,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 // candidatePaths are /v1 paths that features of the design have or may
 // have, probed for undocumented routes.
 var candidatePaths = []string{
-	"/v1/runs", "/v1/runs/{id}", "/v1/runs/{id}/artifact", "/v1/runs/{id}/findings",
+	"/v1/runs", "/v1/runs/{id}", "/v1/runs/{id}/release", "/v1/runs/{id}/discard", "/v1/runs/{id}/artifact", "/v1/runs/{id}/findings",
 	"/v1/findings", "/v1/findings/{id}", "/v1/findings/{id}/status", "/v1/findings/{id}/owner",
 	"/v1/findings/{id}/exception", "/v1/findings/{id}/exceptions", "/v1/findings/{id}/activity",
 	"/v1/controls", "/v1/controls/{id}", "/v1/schedules", "/v1/schedules/{name}", "/v1/schedules/{name}/ledger",

@@ -25,6 +25,10 @@ func (s *Server) registerUpload() {
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	p, _ := PrincipalFrom(r.Context())
 	q := r.URL.Query()
+	if msg := p.uploadRefusal(q.Get("scope"), q.Get("kind")); msg != "" {
+		writeError(w, http.StatusForbidden, "forbidden", msg)
+		return
+	}
 	req := pipeline.Request{
 		Kind:       q.Get("kind"),
 		Scope:      q.Get("scope"),

@@ -32,12 +32,18 @@ const (
 	TypeResolved         = "resolved"
 	TypeSLABreached      = "sla-breached"
 	TypeExceptionExpired = "exception-expired"
+	// Run-level events on the same topic, keyed by run id: reconciliation
+	// held a run that would close too much at once, and a person released
+	// (its resolved events follow) or discarded it.
+	TypeRunHeld      = "run-held"
+	TypeRunReleased  = "run-released"
+	TypeRunDiscarded = "run-discarded"
 )
 
 var topicTypes = map[string][]string{
 	TopicScanRequests:  {TypeScanRequest},
 	TopicScanResults:   {TypeRunReceived, TypeRunStarted, TypeFindings, TypeRunFinished},
-	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired},
+	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeRunHeld, TypeRunReleased, TypeRunDiscarded},
 }
 
 // KnownType reports whether typ is a message type defined for topic. A

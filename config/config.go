@@ -33,6 +33,7 @@ type Config struct {
 	Kafka         KafkaConfig     `yaml:"kafka"`
 	Mapping       MappingConfig   `yaml:"mapping"`
 	Ingest        IngestConfig    `yaml:"ingest"`
+	Reconcile     ReconcileConfig `yaml:"reconcile"`
 	Scoring       ScoringConfig   `yaml:"scoring"`
 	Vault         VaultConfig     `yaml:"vault"`
 	Scheduler     SchedulerConfig `yaml:"scheduler"`
@@ -90,6 +91,16 @@ type IngestConfig struct {
 	Concurrency int `yaml:"concurrency"`
 }
 
+// ReconcileConfig says when a run is held instead of resolving findings:
+// when it would resolve at least HoldMin findings and at least
+// HoldFraction of the open findings of its scope, kind and tools. A held
+// run resolves nothing until an operator or admin releases or discards it
+// (POST /v1/runs/{id}/release, /discard).
+type ReconcileConfig struct {
+	HoldFraction float64 `yaml:"hold_fraction"`
+	HoldMin      int     `yaml:"hold_min"`
+}
+
 // ScoringConfig carries environmental CVSS context per scope.
 type ScoringConfig struct {
 	// Environments maps a scope (exact) to a CVSS environmental fragment such
@@ -142,6 +153,7 @@ func Default() Config {
 			BatchSize:   500,
 			Concurrency: 4,
 		},
+		Reconcile: ReconcileConfig{HoldFraction: 0.5, HoldMin: 5},
 		Scheduler: SchedulerConfig{Enabled: true},
 		Scan:      ScanConfig{AllowPublic: true},
 		Roles:     AllRoles(),
@@ -293,6 +305,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Ingest.Concurrency < 1 || c.Ingest.Concurrency > 64 {
 		bad("ingest.concurrency", "must be between 1 and 64")
+	}
+	// No "never hold" setting: a very large hold_min is one.
+	if !(c.Reconcile.HoldFraction > 0 && c.Reconcile.HoldFraction <= 1) {
+		bad("reconcile.hold_fraction", "must be more than 0 and at most 1 (a share of the scope's open findings)")
+	}
+	if c.Reconcile.HoldMin < 1 {
+		bad("reconcile.hold_min", "must be at least 1")
 	}
 	errs = append(errs, c.validateScanning()...)
 	if len(c.Roles) == 0 {

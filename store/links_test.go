@@ -86,7 +86,7 @@ func TestListTokens(t *testing.T) {
 	if _, err := s.CreateToken(ctx, "ops", store.RoleOperator); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RevokeToken(ctx, "ops"); err != nil {
+	if err := s.RevokeToken(ctx, "ops", "test"); err != nil {
 		t.Fatal(err)
 	}
 	list, err := s.ListTokens(ctx)

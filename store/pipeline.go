@@ -124,7 +124,7 @@ func (s *Store) StartRun(ctx context.Context, id, format string) (bool, error) {
 func (s *Store) FailRun(ctx context.Context, id, reason string) error {
 	_, err := s.pool.Exec(ctx, `
 		UPDATE scan_runs SET status = 'failed', error = $2, finished_at = now()
-		WHERE id = $1::uuid AND status NOT IN ('succeeded', 'failed')`, id, reason)
+		WHERE id = $1::uuid AND status NOT IN ('succeeded', 'failed', 'held', 'discarded')`, id, reason)
 	if err != nil {
 		return fmt.Errorf("failing run %s: %w", id, err)
 	}
@@ -255,72 +255,251 @@ func slaExpr(start string, n int) string {
 		WHEN 'low' THEN $%[5]d::float8 ELSE $%[6]d::float8 END)`, start, n, n+1, n+2, n+3, n+4)
 }
 
+// HoldPolicy says when reconciliation holds a run instead of resolving:
+// when it would resolve at least Min findings and at least Fraction of the
+// open findings of its scope, kind and tools (the findings it is evidence
+// about). A zero Min never holds.
+type HoldPolicy struct {
+	Fraction float64
+	Min      int
+}
+
+// DefaultHoldPolicy holds a run that would close half or more of its
+// scope's open findings, five at least: an empty or truncated report of
+// the same tool, or a stray upload, closes nothing without a person.
+func DefaultHoldPolicy() HoldPolicy { return HoldPolicy{Fraction: 0.5, Min: 5} }
+
+func (p HoldPolicy) holds(wouldResolve, open int) bool {
+	return p.Min > 0 && wouldResolve >= p.Min && float64(wouldResolve) >= p.Fraction*float64(open)
+}
+
+// Reconciliation is what Reconcile did to a run.
+type Reconciliation struct {
+	// Changes are the findings whose status changed: reopened ones always,
+	// resolved ones unless the run was held.
+	Changes []StatusChange
+	// Status is the run's new status: succeeded or held; empty when the
+	// run was already finished and nothing changed.
+	Status finding.RunStatus
+	// WouldResolve and Open are the counts the hold decision used: the
+	// findings the run did not see, and all open ones of its scope, kind
+	// and tools, before the run.
+	WouldResolve, Open int
+	Scope, Kind        string
+}
+
+// RunDecision is what ReleaseRun or DiscardRun did to a held run.
+type RunDecision struct {
+	Scope, Kind string
+	// WouldResolve and Open are the counts recorded when the run was held.
+	WouldResolve, Open int
+	// Changes are the findings the release resolved (none for a discard).
+	Changes []StatusChange
+}
+
+// RunStateError says that a run is not in the status an operation needs
+// (releasing a run that is not held). The API answers it with 409.
+type RunStateError struct {
+	RunID  string
+	Status finding.RunStatus
+	Want   finding.RunStatus
+}
+
+func (e *RunStateError) Error() string {
+	return fmt.Sprintf("run %s is %s, not %s", e.RunID, e.Status, e.Want)
+}
+
 // Reconcile applies a complete, successful run to the findings of its scope:
 // findings of the same scope, kind and tools that the run did not observe
 // become resolved (the run is their retest evidence); observed findings
 // that were resolved become reopened with a fresh SLA. Accepted and false
 // positive findings are never changed by a scan. It marks the run
-// succeeded; a run already succeeded or failed is left alone and nothing
-// changes, so a replayed run-finished is harmless.
-func Reconcile(ctx context.Context, t *Tx, runID string, sla SLA) ([]StatusChange, error) {
+// succeeded; a run already finished (succeeded, failed, held, discarded)
+// is left alone and nothing changes, so a replayed run-finished is
+// harmless.
+//
+// When the resolutions reach hold (see HoldPolicy) the run is held
+// instead: its reopenings apply (they are its own observations), nothing
+// is resolved, and ReleaseRun or DiscardRun decide later.
+func Reconcile(ctx context.Context, t *Tx, runID string, sla SLA, hold HoldPolicy) (Reconciliation, error) {
 	tx := t.tx
-	var scope, kind, status string
-	var toolsJSON []byte
-	err := tx.QueryRow(ctx, `
-		SELECT scope, kind, status, coalesce(stats->'tools', '[]') FROM scan_runs WHERE id = $1::uuid FOR UPDATE`, runID).
-		Scan(&scope, &kind, &status, &toolsJSON)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("run %s: %w", runID, ErrNotFound)
-	}
+	var res Reconciliation
+	r, err := lockRun(ctx, tx, runID)
 	if err != nil {
-		return nil, fmt.Errorf("loading run %s: %w", runID, err)
+		return res, err
 	}
-	if status == "succeeded" || status == "failed" {
-		return nil, nil
+	if r.status.Finished() {
+		return res, nil
 	}
-	var tools []string
-	if err := json.Unmarshal(toolsJSON, &tools); err != nil {
-		return nil, fmt.Errorf("run %s tools: %w", runID, err)
-	}
-	collect := func(rows pgx.Rows, err error) ([]StatusChange, error) {
-		if err != nil {
-			return nil, err
-		}
-		return pgx.CollectRows(rows, func(r pgx.CollectableRow) (StatusChange, error) {
-			var c StatusChange
-			err := r.Scan(&c.ID, &c.Scope, &c.Fingerprint, &c.Tool, &c.Rule, &c.Title, &c.Severity, &c.From, &c.To)
-			return c, err
-		})
+	res.Scope, res.Kind = r.scope, r.kind
+	// Counted before the reopenings: the open findings the run found.
+	err = tx.QueryRow(ctx, `
+		SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM observations o WHERE o.run_id = $1::uuid AND o.finding_id = x.id)),
+		       count(*)
+		FROM findings x
+		WHERE x.scope = $2 AND x.kind = $3 AND x.tool = ANY($4) AND x.status IN ('open', 'reopened')`,
+		runID, r.scope, r.kind, r.tools).Scan(&res.WouldResolve, &res.Open)
+	if err != nil {
+		return res, fmt.Errorf("counting findings run %s would resolve: %w", runID, err)
 	}
 	args := append([]any{runID}, sla.args()...)
-	reopened, err := collect(tx.Query(ctx, `
+	reopened, err := collectChanges(tx.Query(ctx, `
 		UPDATE findings f SET status = 'reopened', resolved_at = NULL, resolved_by_run = NULL,
 			sla_due = `+slaExpr("now()", 2)+`, updated_at = now()
 		FROM observations o
 		WHERE o.run_id = $1::uuid AND o.finding_id = f.id AND f.status = 'resolved'
 		RETURNING f.id, f.scope, f.fingerprint, f.tool, f.rule_id, f.title, f.severity, 'resolved', f.status`, args...))
 	if err != nil {
-		return nil, fmt.Errorf("reopening findings seen by run %s: %w", runID, err)
+		return res, fmt.Errorf("reopening findings seen by run %s: %w", runID, err)
 	}
-	resolved, err := collect(tx.Query(ctx, `
+	res.Changes = reopened
+	if hold.holds(res.WouldResolve, res.Open) {
+		if _, err := tx.Exec(ctx, `
+			UPDATE scan_runs SET status = 'held', finished_at = now(), error = NULL,
+				held_at = now(), hold_would_resolve = $2, hold_open = $3
+			WHERE id = $1::uuid`, runID, res.WouldResolve, res.Open); err != nil {
+			return res, fmt.Errorf("holding run %s: %w", runID, err)
+		}
+		res.Status = finding.RunHeld
+		return res, nil
+	}
+	resolved, err := resolveUnseen(ctx, tx, runID, r, false)
+	if err != nil {
+		return res, err
+	}
+	if _, err := tx.Exec(ctx, `
+		UPDATE scan_runs SET status = 'succeeded', finished_at = now(), error = NULL WHERE id = $1::uuid`, runID); err != nil {
+		return res, fmt.Errorf("completing run %s: %w", runID, err)
+	}
+	res.Changes = append(res.Changes, resolved...)
+	res.Status = finding.RunSucceeded
+	return res, nil
+}
+
+// ReleaseRun applies a held run's resolutions, as reconciliation would
+// have when the run finished: findings of its scope, kind and tools that
+// are open or reopened and that it did not observe become resolved by it.
+// Findings that a run created after it observed are left alone: that run
+// is newer evidence that they are there. The run becomes succeeded, with
+// actor as the one who decided. A run that is not held is a
+// *RunStateError; an unknown one ErrNotFound.
+func ReleaseRun(ctx context.Context, t *Tx, runID, actor string) (RunDecision, error) {
+	tx := t.tx
+	r, err := lockHeldRun(ctx, tx, runID)
+	if err != nil {
+		return RunDecision{}, err
+	}
+	d := r.decision()
+	if d.Changes, err = resolveUnseen(ctx, tx, runID, r, true); err != nil {
+		return d, err
+	}
+	if _, err := tx.Exec(ctx, `
+		UPDATE scan_runs SET status = 'succeeded', decided_by = $2, decided_at = now() WHERE id = $1::uuid`, runID, actor); err != nil {
+		return d, fmt.Errorf("releasing run %s: %w", runID, err)
+	}
+	return d, nil
+}
+
+// DiscardRun drops a held run's resolutions: it resolves nothing and
+// becomes discarded, keeping its observations (the findings it saw were
+// seen). A run that is not held is a *RunStateError; an unknown one
+// ErrNotFound.
+func DiscardRun(ctx context.Context, t *Tx, runID, actor string) (RunDecision, error) {
+	tx := t.tx
+	r, err := lockHeldRun(ctx, tx, runID)
+	if err != nil {
+		return RunDecision{}, err
+	}
+	if _, err := tx.Exec(ctx, `
+		UPDATE scan_runs SET status = 'discarded', decided_by = $2, decided_at = now() WHERE id = $1::uuid`, runID, actor); err != nil {
+		return RunDecision{}, fmt.Errorf("discarding run %s: %w", runID, err)
+	}
+	return r.decision(), nil
+}
+
+// lockedRun is what reconciliation reads of the run it locked.
+type lockedRun struct {
+	scope, kind string
+	status      finding.RunStatus
+	tools       []string
+	createdAt   time.Time
+	// The counts recorded when the run was held.
+	wouldResolve, open int
+}
+
+func (r lockedRun) decision() RunDecision {
+	return RunDecision{Scope: r.scope, Kind: r.kind, WouldResolve: r.wouldResolve, Open: r.open}
+}
+
+// lockRun locks a run's row for the rest of tx: run-finished, the last
+// batch, a release and a discard of one run take turns.
+func lockRun(ctx context.Context, tx pgx.Tx, runID string) (lockedRun, error) {
+	var r lockedRun
+	var toolsJSON []byte
+	err := tx.QueryRow(ctx, `
+		SELECT scope, kind, status, coalesce(stats->'tools', '[]'), created_at,
+			coalesce(hold_would_resolve, 0), coalesce(hold_open, 0)
+		FROM scan_runs WHERE id = $1::uuid FOR UPDATE`, runID).
+		Scan(&r.scope, &r.kind, &r.status, &toolsJSON, &r.createdAt, &r.wouldResolve, &r.open)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("run %s: %w", runID, ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("loading run %s: %w", runID, err)
+	}
+	if err := json.Unmarshal(toolsJSON, &r.tools); err != nil {
+		return r, fmt.Errorf("run %s tools: %w", runID, err)
+	}
+	return r, nil
+}
+
+func lockHeldRun(ctx context.Context, tx pgx.Tx, runID string) (lockedRun, error) {
+	if !isUUID(runID) {
+		return lockedRun{}, fmt.Errorf("run %q: %w", runID, ErrNotFound)
+	}
+	r, err := lockRun(ctx, tx, runID)
+	if err != nil {
+		return r, err
+	}
+	if r.status != finding.RunHeld {
+		return r, &RunStateError{RunID: runID, Status: r.status, Want: finding.RunHeld}
+	}
+	return r, nil
+}
+
+// resolveUnseen resolves the open findings of the run's scope, kind and
+// tools that it did not observe; skipLater also spares those that a run
+// created after it observed (a release, decided later).
+func resolveUnseen(ctx context.Context, tx pgx.Tx, runID string, r lockedRun, skipLater bool) ([]StatusChange, error) {
+	resolved, err := collectChanges(tx.Query(ctx, `
 		UPDATE findings f SET status = 'resolved', resolved_at = now(), resolved_by_run = $1::uuid, updated_at = now()
 		FROM (
 			SELECT id, status AS prev FROM findings x
 			WHERE x.scope = $2 AND x.kind = $3 AND x.tool = ANY($4) AND x.status IN ('open', 'reopened')
 			  AND NOT EXISTS (SELECT 1 FROM observations o WHERE o.run_id = $1::uuid AND o.finding_id = x.id)
+			  AND NOT ($5 AND EXISTS (
+				SELECT 1 FROM observations o JOIN scan_runs later ON later.id = o.run_id
+				WHERE o.finding_id = x.id AND later.created_at > $6))
 			FOR UPDATE
 		) p
 		WHERE f.id = p.id
 		RETURNING f.id, f.scope, f.fingerprint, f.tool, f.rule_id, f.title, f.severity, p.prev, f.status`,
-		runID, scope, kind, tools))
+		runID, r.scope, r.kind, r.tools, skipLater, r.createdAt))
 	if err != nil {
 		return nil, fmt.Errorf("resolving findings not seen by run %s: %w", runID, err)
 	}
-	if _, err := tx.Exec(ctx, `
-		UPDATE scan_runs SET status = 'succeeded', finished_at = now(), error = NULL WHERE id = $1::uuid`, runID); err != nil {
-		return nil, fmt.Errorf("completing run %s: %w", runID, err)
+	return resolved, nil
+}
+
+func collectChanges(rows pgx.Rows, err error) ([]StatusChange, error) {
+	if err != nil {
+		return nil, err
 	}
-	return append(reopened, resolved...), nil
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (StatusChange, error) {
+		var c StatusChange
+		err := r.Scan(&c.ID, &c.Scope, &c.Fingerprint, &c.Tool, &c.Rule, &c.Title, &c.Severity, &c.From, &c.To)
+		return c, err
+	})
 }
 
 // SetRunDetails records the uploaded file's name and the environmental

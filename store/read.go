@@ -35,7 +35,7 @@ const (
 )
 
 // Run statuses, as the scan_runs.status check constraint allows them.
-var runStatuses = []string{"received", "queued", "processing", "succeeded", "failed"}
+var runStatuses = []string{"received", "queued", "processing", "succeeded", "failed", "held", "discarded"}
 
 // RunStatuses lists every scan run status in lifecycle order.
 func RunStatuses() []string { return slices.Clone(runStatuses) }
@@ -65,7 +65,7 @@ type Run struct {
 	Tool           string          `json:"tool"`
 	Format         string          `json:"format"`
 	FileName       string          `json:"file_name,omitempty"` // as uploaded
-	Status         string          `json:"status"`              // received, queued, processing, succeeded, failed
+	Status         string          `json:"status"`              // received, queued, processing, succeeded, failed, held, discarded
 	Error          string          `json:"error,omitempty"`
 	ArtifactSHA256 string          `json:"artifact_sha256,omitempty"`
 	Counts         RunCounts       `json:"counts"`

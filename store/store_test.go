@@ -221,13 +221,13 @@ func TestTokens(t *testing.T) {
 			t.Errorf("Authenticate(%q): got %v, want ErrUnauthenticated", bad, err)
 		}
 	}
-	if err := s.RevokeToken(ctx, "ci"); err != nil {
+	if err := s.RevokeToken(ctx, "ci", "test"); err != nil {
 		t.Fatalf("RevokeToken: %v", err)
 	}
 	if _, err := s.Authenticate(ctx, tok); !errors.Is(err, store.ErrUnauthenticated) {
 		t.Fatalf("revoked token: got %v, want ErrUnauthenticated", err)
 	}
-	if err := s.RevokeToken(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.RevokeToken(ctx, "nobody", "test"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("RevokeToken(nobody): got %v, want ErrNotFound", err)
 	}
 }

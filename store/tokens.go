@@ -7,10 +7,16 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/starpipe/starpipe/finding"
 )
 
 // API roles, as the api_tokens.role check constraint allows them.
@@ -36,6 +42,65 @@ type Principal struct {
 	ID   string // token id (uuid)
 	Name string // token name
 	Role string
+	// Scopes and Kinds limit what the token may upload: scope patterns
+	// (finding.MatchScope) and scan kinds. Empty means no limit.
+	Scopes []string
+	Kinds  []string
+}
+
+// TokenSpec is a token to create.
+type TokenSpec struct {
+	Name   string
+	Role   string
+	Scopes []string // scope patterns (finding.MatchScope); empty: any scope
+	Kinds  []string // scan kinds; empty: any kind
+}
+
+// Limits on a token's lists, so that a token row stays small and the check
+// on every upload cheap.
+const (
+	maxTokenName   = 200
+	maxTokenScopes = 100
+)
+
+// validate checks the spec, naming the field at fault, and returns it with
+// its lists sorted and de-duplicated.
+func (t TokenSpec) validate() (TokenSpec, error) {
+	bad := func(param, value, reason string) (TokenSpec, error) {
+		return t, &InvalidArgumentError{Param: param, Value: value, Reason: reason}
+	}
+	if t.Name == "" || len(t.Name) > maxTokenName || !utf8.ValidString(t.Name) || strings.ContainsFunc(t.Name, unicode.IsControl) {
+		return bad("name", t.Name, fmt.Sprintf("a token name is 1 to %d characters of text", maxTokenName))
+	}
+	if !validRole(t.Role) {
+		return bad("role", t.Role, "allowed: "+strings.Join(Roles(), ", "))
+	}
+	if len(t.Scopes) > maxTokenScopes {
+		return bad("scopes", strconv.Itoa(len(t.Scopes)), fmt.Sprintf("at most %d scope patterns", maxTokenScopes))
+	}
+	for _, p := range t.Scopes {
+		if err := finding.ValidScopePattern(p); err != nil {
+			return bad("scopes", p, err.Error())
+		}
+	}
+	for _, k := range t.Kinds {
+		if _, err := finding.ParseScanKind(k); err != nil {
+			return bad("kinds", k, err.Error())
+		}
+	}
+	t.Scopes = sortedSet(t.Scopes)
+	t.Kinds = sortedSet(t.Kinds)
+	return t, nil
+}
+
+func sortedSet(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if out == nil {
+		out = []string{}
+	}
+	return out
 }
 
 // hashToken is a plain SHA-256. Tokens carry 256 bits from crypto/rand, so
@@ -46,27 +111,43 @@ func hashToken(token string) []byte {
 	return h[:]
 }
 
-// CreateToken makes a new API token with the given role and returns it. Only
-// its hash is stored: the token cannot be shown again. A taken name is
-// ErrConflict.
+// CreateToken makes a token without scope or kind limits, created by
+// "system" as the activity log records it. See IssueToken.
 func (s *Store) CreateToken(ctx context.Context, name, role string) (string, error) {
-	if name == "" {
-		return "", errors.New("creating token: empty name")
-	}
-	if !validRole(role) {
-		return "", fmt.Errorf("creating token %q: invalid role %q (allowed: %s)", name, role, strings.Join(Roles(), ", "))
+	return s.IssueToken(ctx, TokenSpec{Name: name, Role: role}, "system")
+}
+
+// IssueToken makes a new API token and returns it. Only its hash is
+// stored: the token cannot be shown again. The activity log records the
+// creation (name, role, limits; never the token) with actor, in the same
+// transaction. A taken name is ErrConflict; an invalid field is an
+// *InvalidArgumentError naming it.
+func (s *Store) IssueToken(ctx context.Context, spec TokenSpec, actor string) (string, error) {
+	spec, err := spec.validate()
+	if err != nil {
+		return "", fmt.Errorf("creating token: %w", err)
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return "", fmt.Errorf("creating token %q: reading random bytes: %w", name, err)
+		return "", fmt.Errorf("creating token %q: reading random bytes: %w", spec.Name, err)
 	}
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
-	_, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (name, token_hash, role) VALUES ($1, $2, $3)`, name, hashToken(token), role)
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO api_tokens (name, token_hash, role, scopes, kinds) VALUES ($1, $2, $3, $4, $5)`,
+			spec.Name, hashToken(token), spec.Role, spec.Scopes, spec.Kinds); err != nil {
+			return err
+		}
+		_, err := s.appendActivity(ctx, tx, Activity{
+			Actor: actor, Action: "token.created", SubjectType: "token", SubjectID: spec.Name,
+			After: map[string]any{"role": spec.Role, "scopes": spec.Scopes, "kinds": spec.Kinds},
+		})
+		return err
+	})
 	if isUniqueViolation(err) {
-		return "", fmt.Errorf("creating token %q: %w", name, ErrConflict)
+		return "", fmt.Errorf("creating token %q: %w", spec.Name, ErrConflict)
 	}
 	if err != nil {
-		return "", fmt.Errorf("creating token %q: %w", name, err)
+		return "", fmt.Errorf("creating token %q: %w", spec.Name, err)
 	}
 	return token, nil
 }
@@ -81,15 +162,31 @@ func (s *Store) TokenExists(ctx context.Context, name string) (bool, error) {
 	return ok, nil
 }
 
-// RevokeToken makes a token unusable from now on. Revoking twice is not an
-// error; an unknown name is ErrNotFound.
-func (s *Store) RevokeToken(ctx context.Context, name string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE name = $1`, name)
+// RevokeToken makes a token unusable from now on and records who did it
+// in the activity log. Revoking twice is not an error and logs nothing the
+// second time; an unknown name is ErrNotFound.
+func (s *Store) RevokeToken(ctx context.Context, name, actor string) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var role string
+		var revoked bool
+		err := tx.QueryRow(ctx, `SELECT role, revoked_at IS NOT NULL FROM api_tokens WHERE name = $1 FOR UPDATE`, name).Scan(&role, &revoked)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil || revoked {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE api_tokens SET revoked_at = now() WHERE name = $1`, name); err != nil {
+			return err
+		}
+		_, err = s.appendActivity(ctx, tx, Activity{
+			Actor: actor, Action: "token.revoked", SubjectType: "token", SubjectID: name,
+			Before: map[string]any{"role": role, "revoked": false}, After: map[string]any{"role": role, "revoked": true},
+		})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("revoking token %q: %w", name, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("revoking token %q: %w", name, ErrNotFound)
 	}
 	return nil
 }
@@ -104,7 +201,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	var p Principal
 	err := s.pool.QueryRow(ctx, `
 		WITH t AS (
-			SELECT id, name, role, last_used_at FROM api_tokens
+			SELECT id, name, role, scopes, kinds, last_used_at FROM api_tokens
 			WHERE token_hash = $1 AND revoked_at IS NULL
 		), touch AS (
 			UPDATE api_tokens SET last_used_at = now()
@@ -112,7 +209,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 			WHERE api_tokens.id = t.id
 			  AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
 		)
-		SELECT id::text, name, role FROM t`, hashToken(token)).Scan(&p.ID, &p.Name, &p.Role)
+		SELECT id::text, name, role, scopes, kinds FROM t`, hashToken(token)).Scan(&p.ID, &p.Name, &p.Role, &p.Scopes, &p.Kinds)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Principal{}, ErrUnauthenticated
 	}
@@ -135,6 +232,8 @@ func validRole(r string) bool {
 type TokenInfo struct {
 	Name       string     `json:"name"`
 	Role       string     `json:"role"`
+	Scopes     []string   `json:"scopes"` // empty: any scope
+	Kinds      []string   `json:"kinds"`  // empty: any kind
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
@@ -143,13 +242,13 @@ type TokenInfo struct {
 // ListTokens lists every token, revoked ones included.
 func (s *Store) ListTokens(ctx context.Context) ([]TokenInfo, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT name, role, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name`)
+		SELECT name, role, scopes, kinds, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("listing tokens: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (TokenInfo, error) {
 		var t TokenInfo
-		err := r.Scan(&t.Name, &t.Role, &t.CreatedAt, &t.LastUsedAt, &t.RevokedAt)
+		err := r.Scan(&t.Name, &t.Role, &t.Scopes, &t.Kinds, &t.CreatedAt, &t.LastUsedAt, &t.RevokedAt)
 		return t, err
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/internal/tlsconfig"
 	"github.com/starpipe/starpipe/relay"
@@ -73,7 +74,10 @@ func runSubmit(cmd *cobra.Command, files []string, fl ingestFlags) error {
 			continue
 		}
 		fmt.Fprintf(out, "%s\n", summary)
-		if status != "succeeded" {
+		if status == string(finding.RunHeld) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "starpipe: %s: run %s is held: it would resolve too many of the scope's open findings at once; an operator releases (POST /v1/runs/%s/release) or discards it\n", file, id, id)
+		}
+		if status != string(finding.RunSucceeded) {
 			failed = true
 		}
 	}
@@ -114,7 +118,8 @@ func waitRun(ctx context.Context, sub submitter, id string) ([]byte, string, err
 		if err != nil {
 			return nil, "", err
 		}
-		if status == "succeeded" || status == "failed" {
+		// A held run waits for a person, not for the pipeline.
+		if finding.RunStatus(status).Finished() {
 			return body, status, nil
 		}
 		select {

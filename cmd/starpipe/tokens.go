@@ -26,17 +26,27 @@ func newTokensCmd() *cobra.Command {
 	cmd.PersistentFlags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
 
 	var name, role string
+	var scopes, kinds []string
 	create := &cobra.Command{
-		Use:   "create --name NAME --role ROLE",
+		Use:   "create --name NAME --role ROLE [--scope GLOB]... [--kind KIND]...",
 		Short: "Create a token and print it once (only its hash is stored)",
-		Args:  cobra.NoArgs,
+		Long: `Create a token and print it once (only its hash is stored).
+
+--scope and --kind (repeatable) limit what the token may upload: an upload
+whose scope matches none of the patterns, or whose kind is not listed, is
+refused with 403. Without them the token may upload any scope and kind.
+Patterns match the whole scope: '*' matches any characters but '/', '**'
+any characters, '?' one character but '/'; everything else is literal.
+Examples: --scope 'https://*.example.com' --scope 'git.example.com/acme/**'.
+A token limited to kinds must name the kind of each upload (kind=...).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, _, err := openConfiguredStore(cmd.Context(), cfgFile)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			tok, err := st.CreateToken(cmd.Context(), name, role)
+			tok, err := st.IssueToken(cmd.Context(), store.TokenSpec{Name: name, Role: role, Scopes: scopes, Kinds: kinds}, cliActor("tokens-create"))
 			if err != nil {
 				return fmt.Errorf("create token %q: %w", name, err)
 			}
@@ -46,6 +56,8 @@ func newTokensCmd() *cobra.Command {
 	}
 	create.Flags().StringVar(&name, "name", "", "unique token name (who or what uses it)")
 	create.Flags().StringVar(&role, "role", "", "role: "+strings.Join(store.Roles(), ", "))
+	create.Flags().StringArrayVar(&scopes, "scope", nil, "scope pattern the token may upload (repeatable; default any)")
+	create.Flags().StringArrayVar(&kinds, "kind", nil, "scan kind the token may upload: external, authenticated, code (repeatable; default any)")
 	_ = create.MarkFlagRequired("name")
 	_ = create.MarkFlagRequired("role")
 
@@ -74,7 +86,7 @@ func newTokensCmd() *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tLAST USED\tREVOKED")
+			fmt.Fprintln(tw, "NAME\tROLE\tSCOPES\tKINDS\tCREATED\tLAST USED\tREVOKED")
 			when := func(t *time.Time) string {
 				if t == nil {
 					return "-"
@@ -82,7 +94,8 @@ func newTokensCmd() *cobra.Command {
 				return t.UTC().Format(time.RFC3339)
 			}
 			for _, t := range toks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, t.CreatedAt.UTC().Format(time.RFC3339), when(t.LastUsedAt), when(t.RevokedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, listOrAny(t.Scopes), listOrAny(t.Kinds),
+					t.CreatedAt.UTC().Format(time.RFC3339), when(t.LastUsedAt), when(t.RevokedAt))
 			}
 			return tw.Flush()
 		},
@@ -99,9 +112,17 @@ func newTokensCmd() *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			return st.RevokeToken(cmd.Context(), args[0])
+			return st.RevokeToken(cmd.Context(), args[0], cliActor("tokens-revoke"))
 		},
 	}
 	cmd.AddCommand(create, list, revoke)
 	return cmd
+}
+
+// listOrAny shows a token's limit list: "*" for none.
+func listOrAny(l []string) string {
+	if len(l) == 0 {
+		return "*"
+	}
+	return strings.Join(l, ",")
 }

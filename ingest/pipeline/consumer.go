@@ -39,6 +39,9 @@ type Config struct {
 	BatchSize     int // findings per message at most
 	MaxBatchBytes int // encoded findings per message at most
 	SLA           store.SLA
+	// Hold says when a run is held instead of resolving (zero: the
+	// default, store.DefaultHoldPolicy).
+	Hold store.HoldPolicy
 	// Sanitize bounds the fields of parsed records (zero: defaults); see
 	// parseStorable.
 	Sanitize sanitize.Limits
@@ -88,6 +91,9 @@ func NewConsumer(st RunStore, pub Publisher, enrich Enricher, cfg Config, log *s
 	}
 	if cfg.SLA == (store.SLA{}) {
 		cfg.SLA = store.DefaultSLA()
+	}
+	if cfg.Hold == (store.HoldPolicy{}) {
+		cfg.Hold = store.DefaultHoldPolicy()
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	if enrich == nil {
@@ -349,7 +355,7 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 				Title: f.Title, Severity: f.Severity.String(), To: string(finding.StatusOpen),
 			})
 		}
-		if err := c.recordChanges(ctx, tx, p.RunID, opened); err != nil {
+		if err := recordChanges(ctx, tx, p.RunID, systemActor, opened); err != nil {
 			return err
 		}
 		// Counted last: the run row's lock then serialises concurrent
@@ -411,21 +417,35 @@ func (c *Consumer) finishRun(ctx context.Context, p RunFinished) error {
 }
 
 func (c *Consumer) reconcile(ctx context.Context, tx *store.Tx, runID string) error {
-	changes, err := store.Reconcile(ctx, tx, runID, c.cfg.SLA)
+	res, err := store.Reconcile(ctx, tx, runID, c.cfg.SLA, c.cfg.Hold)
 	if err != nil {
 		return err
 	}
-	if err := c.recordChanges(ctx, tx, runID, changes); err != nil {
+	if err := recordChanges(ctx, tx, runID, systemActor, res.Changes); err != nil {
 		return err
 	}
+	if res.Status == finding.RunHeld {
+		if err := recordRunEvent(ctx, tx, bus.TypeRunHeld, "run.held", systemActor, RunEvent{
+			RunID: runID, Scope: res.Scope, Kind: res.Kind, WouldResolve: res.WouldResolve, Open: res.Open,
+		}); err != nil {
+			return err
+		}
+		c.m.runs.WithLabelValues(string(finding.RunHeld)).Inc()
+		c.log.Warn("run held: it would resolve too much of its scope at once; release or discard it",
+			"run_id", runID, "would_resolve", res.WouldResolve, "open", res.Open, "status_changes", len(res.Changes))
+		return nil
+	}
 	c.m.runs.WithLabelValues("succeeded").Inc()
-	c.log.Info("run succeeded", "run_id", runID, "status_changes", len(changes))
+	c.log.Info("run succeeded", "run_id", runID, "status_changes", len(res.Changes))
 	return nil
 }
 
-// recordChanges writes an activity row and a finding event per change, in
-// the caller's transaction.
-func (c *Consumer) recordChanges(ctx context.Context, tx *store.Tx, runID string, changes []store.StatusChange) error {
+// systemActor is the activity log's actor for what the pipeline decides.
+const systemActor = "system"
+
+// recordChanges writes an activity row (by actor) and a finding event per
+// change, in the caller's transaction.
+func recordChanges(ctx context.Context, tx *store.Tx, runID, actor string, changes []store.StatusChange) error {
 	if len(changes) == 0 {
 		return nil
 	}
@@ -439,7 +459,7 @@ func (c *Consumer) recordChanges(ctx context.Context, tx *store.Tx, runID string
 			before = map[string]string{"status": ch.From}
 		}
 		acts[i] = store.Activity{
-			At: now, Actor: "system", Action: "finding." + typ, SubjectType: "finding",
+			At: now, Actor: actor, Action: "finding." + typ, SubjectType: "finding",
 			SubjectID: strconv.FormatInt(ch.ID, 10), RunID: runID,
 			Before: before, After: map[string]string{"status": ch.To},
 		}
@@ -456,6 +476,24 @@ func (c *Consumer) recordChanges(ctx context.Context, tx *store.Tx, runID string
 		return err
 	}
 	return store.EnqueueBatch(ctx, tx, msgs)
+}
+
+// recordRunEvent writes a run-level activity row and its event on
+// starpipe.finding.events (keyed by run id), in the caller's transaction.
+func recordRunEvent(ctx context.Context, tx *store.Tx, typ, action, actor string, ev RunEvent) error {
+	now := time.Now().UTC()
+	ev.Actor = actor
+	v, err := bus.EncodeID(bus.NewID(), typ, now, ev)
+	if err != nil {
+		return err
+	}
+	if err := store.AppendActivityBatch(ctx, tx, []store.Activity{{
+		At: now, Actor: actor, Action: action, SubjectType: "run", SubjectID: ev.RunID, RunID: ev.RunID,
+		After: ev,
+	}}); err != nil {
+		return err
+	}
+	return store.EnqueueBatch(ctx, tx, []store.OutboxMessage{{Topic: bus.TopicFindingEvents, Key: ev.RunID, Payload: v}})
 }
 
 func eventType(from, to string) string {

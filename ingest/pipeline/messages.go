@@ -65,6 +65,24 @@ type FindingEvent struct {
 	Controls    []string `json:"controls,omitempty"`
 }
 
+// RunEvent is published on starpipe.finding.events, keyed by run id, when
+// reconciliation holds a run (run-held) and when a person releases
+// (run-released, after the run's resolved events) or discards it
+// (run-discarded).
+type RunEvent struct {
+	RunID string `json:"run_id"`
+	Scope string `json:"scope"`
+	Kind  string `json:"kind"`
+	// Actor is "system" for run-held, else the token name that decided.
+	Actor string `json:"actor"`
+	// WouldResolve and Open: the findings the run did not see and all open
+	// ones of its scope, kind and tools when it was held.
+	WouldResolve int `json:"would_resolve"`
+	Open         int `json:"open"`
+	// Resolved is how many findings the release resolved.
+	Resolved int `json:"resolved"`
+}
+
 // batcher groups findings into messages under a byte budget, so that a
 // file with huge findings still yields messages the broker accepts. It
 // relies on parseStorable having bounded every field: one sanitised

@@ -251,6 +251,7 @@ func (d *Daemon) buildIngest() error {
 	cons := pipeline.NewConsumer(d.st, d.producer, enrich, pipeline.Config{
 		Limits:    parse.Limits{MaxBytes: c.MaxBytes, MaxDepth: c.MaxDepth, MaxString: c.MaxString, MaxResults: c.MaxResults},
 		BatchSize: c.BatchSize,
+		Hold:      store.HoldPolicy{Fraction: d.cfg.Reconcile.HoldFraction, Min: d.cfg.Reconcile.HoldMin},
 	}, d.opt.log, d.reg)
 	if d.opt.ingestTune != nil {
 		d.opt.ingestTune(cons)
@@ -331,6 +332,7 @@ func (d *Daemon) buildAPI() error {
 	srv := api.New(api.Options{
 		Logger: d.opt.log, Auth: storeAuth{d.st}, Registry: d.reg, Ready: d.ready,
 		Store: d.st, Catalogs: cats, Intake: gatedIntake{d}, Keyring: d.keyring,
+		HeldRuns:       pipeline.NewHeldRuns(d.st, d.opt.log),
 		SchedulePolicy: d.schedPolicy,
 	})
 	ln, err := net.Listen("tcp", d.cfg.Listen)
