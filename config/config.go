@@ -127,7 +127,7 @@ func Default() Config {
 			Concurrency: 4,
 		},
 		Scheduler: SchedulerConfig{Enabled: true},
-		Scan:      ScanConfig{AllowPublic: true},
+		Scan:      ScanConfig{AllowPublic: true, MaxDuration: DefaultScanMaxDuration, Concurrency: DefaultScanConcurrency},
 		Roles:     []string{RoleAPI, RoleIngest, RoleScheduler, RoleWorker},
 	}
 }
