@@ -167,6 +167,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (res Result, err error)
 	res.ExitCode = -1
 	defer func() { res.Duration = time.Since(start) }()
 
+	requestedWorkDir := cfg.WorkDir
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return res, err
@@ -182,7 +183,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (res Result, err error)
 	}
 	workDir := cfg.WorkDir
 	if sb.run {
-		if workDir == "" {
+		if requestedWorkDir == "" {
+			// Not the scanner's TMPDIR: it lies in the state directory.
 			workDir = DefaultSandboxDir
 		}
 		if err := checkReachable(workDir, sb.uid, sb.gid); err != nil {

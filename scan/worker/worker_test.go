@@ -124,7 +124,7 @@ func newHarness(t *testing.T) *harness {
 		Submitter: intake, Credentials: credentials.NewResolver(h.st, h.kr), Ledger: h.st,
 		StateDir: t.TempDir(), Templates: []string{extractTemplates(t)}, Logger: h.log,
 		ScannerPath: scanexectest.Binary(t),
-		Analyzers:   testAnalyzers, Network: loopbackPolicy,
+		Analyzers:   testAnalyzers, Network: loopbackPolicy, CodeWorkDir: codeWorkDir(t),
 	})
 	h.schedOpts = spec.Options{Analyzers: slices.Collect(maps.Keys(testAnalyzers)), Network: loopbackPolicy,
 		Credentials: credentials.ScopeLookup{St: h.st}}
@@ -879,7 +879,7 @@ func TestAbandonedWhileRunning(t *testing.T) {
 	wk := worker.New(worker.Options{
 		Submitter: abandoningIntake{pipeline.NewIntake(st, 64<<20, t.TempDir(), nil), st, id},
 		Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t), ScannerPath: scanexectest.Binary(t),
-		Analyzers: testAnalyzers,
+		Analyzers: testAnalyzers, CodeWorkDir: codeWorkDir(t),
 	})
 	if err := wk.Handle(t.Context(), msg); err != nil {
 		t.Fatalf("Handle = %v, want nil", err)
@@ -951,6 +951,7 @@ func TestScannerCrashes(t *testing.T) {
 	opt := worker.Options{
 		Submitter: pipeline.NewIntake(st, 64<<20, t.TempDir(), nil),
 		Ledger:    st, StateDir: t.TempDir(), Logger: log, ScannerPath: scanexectest.Binary(t),
+		Analyzers: testAnalyzers, CodeWorkDir: codeWorkDir(t),
 	}
 	hooked := worker.NewRunner(opt, log)
 	hooked.Env = []string{scanexec.TestHooksVar + "=1"}
@@ -982,7 +983,7 @@ func TestScannerCrashes(t *testing.T) {
 		t.Helper()
 		sp := schedule(name, finding.KindCode)
 		sp.Targets.Repositories = []string{repo}
-		sp.Code.Command = []string{"sh", "-c", "cat findings.sarif"}
+		sp.Code.Analyzer = "cat-sarif"
 		_, msg := claim(t, st, sp, nil)
 		if err := wk.Handle(t.Context(), msg); err != nil {
 			t.Fatalf("%s: Handle = %v, want nil (the outcome goes to the ledger)", name, err)
@@ -1012,4 +1013,18 @@ func TestScannerCrashes(t *testing.T) {
 	if e := handle("after-crashes", newRepo(t)); e.Status != store.LedgerSucceeded || e.RunID == "" {
 		t.Fatalf("request after the crashes: ledger row %+v, want succeeded with a run", e)
 	}
+}
+
+// codeWorkDir is a checkout directory the analyser's account can reach
+// when the tests run as root (analysers then run as code.SandboxUser and
+// t.TempDir()'s parent is 0700).
+func codeWorkDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	for _, p := range []string{filepath.Dir(d), d} {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
 }
