@@ -155,7 +155,7 @@ func Default() Config {
 		},
 		Reconcile: ReconcileConfig{HoldFraction: 0.5, HoldMin: 5},
 		Scheduler: SchedulerConfig{Enabled: true},
-		Scan:      ScanConfig{AllowPublic: true},
+		Scan:      ScanConfig{AllowPublic: true, MaxDuration: DefaultScanMaxDuration, Concurrency: DefaultScanConcurrency},
 		Roles:     AllRoles(),
 	}
 }

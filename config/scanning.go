@@ -53,6 +53,11 @@ type ScanConfig struct {
 	// every scan: a path, or a name looked up in PATH. Empty: the one next
 	// to the starpipe executable, then the one in PATH.
 	ScannerPath string `yaml:"scanner_path"`
+	// CodeWorkDir is where code scans check repositories out. Empty: the
+	// scanner's own temporary directory, or, when the daemon is root,
+	// /var/tmp (the analyser then runs as starpipe-scan, which must be
+	// able to traverse every directory above it).
+	CodeWorkDir string `yaml:"code_work_dir"`
 	// AllowNetworks lists CIDRs (or single addresses) scans may reach
 	// beyond the public internet: loopback, private, link-local, CGNAT
 	// and the other non-public ranges are refused unless listed here.
@@ -60,7 +65,24 @@ type ScanConfig struct {
 	// AllowPublic lets scans reach public addresses (the default). Set it
 	// to false to limit scans to AllowNetworks.
 	AllowPublic bool `yaml:"allow_public"`
+	// MaxDuration bounds a whole scan (every step of one due time:
+	// discovery, each target, each repository). A schedule's timeout may
+	// lower it, never raise it. A scan that reaches it fails with a
+	// "time limit" error.
+	MaxDuration time.Duration `yaml:"max_duration"`
+	// Concurrency is how many scans the worker runs at once, so that one
+	// slow target (a tarpit) does not hold every other schedule up.
+	Concurrency int `yaml:"concurrency"`
 }
+
+// Defaults of the scan section.
+const (
+	DefaultScanMaxDuration = 2 * time.Hour
+	DefaultScanConcurrency = 2
+	// maxScanConcurrency bounds scan.concurrency: each scan is a scanner
+	// process of a few hundred MB.
+	maxScanConcurrency = 64
+)
 
 // AmassConfig is the admin side of subdomain discovery.
 type AmassConfig struct {
@@ -143,6 +165,12 @@ func (c *Config) validateScanning() []error {
 	}
 	if _, err := c.Scan.NetworkPolicy(); err != nil {
 		bad("scan.allow_networks", "%v", strings.TrimPrefix(err.Error(), "scan.allow_networks"))
+	}
+	if c.Scan.MaxDuration <= 0 {
+		bad("scan.max_duration", "must be positive (default %s)", DefaultScanMaxDuration)
+	}
+	if c.Scan.Concurrency < 1 || c.Scan.Concurrency > maxScanConcurrency {
+		bad("scan.concurrency", "must be between 1 and %d (default %d)", maxScanConcurrency, DefaultScanConcurrency)
 	}
 	if !c.Scan.AllowPublic && len(c.Scan.AllowNetworks) == 0 {
 		bad("scan.allow_public", "false with an empty scan.allow_networks leaves scans nowhere to go")

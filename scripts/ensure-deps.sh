@@ -7,12 +7,16 @@
 # As root it also creates the system account the private PostgreSQL runs as
 # (PostgreSQL refuses to run as root): starpipe-pg (pgcluster.DefaultUser),
 # with no login shell and its home /var/lib/starpipe-pg (0700), where the
-# servers' data directories then live. This is the only place starpipe
-# creates an account; the daemon and the tests only look it up.
+# servers' data directories then live. It also creates starpipe-scan
+# (code.SandboxUser), with no home and no login shell: when the daemon runs
+# as root, code analysers run as that account (never as root), in a work
+# directory outside the state directory. This is the only place starpipe
+# creates accounts; the daemon and the tests only look them up.
 set -euo pipefail
 
 PG_USER=starpipe-pg # pgcluster.DefaultUser
 PG_HOME=/var/lib/starpipe-pg
+SCAN_USER=starpipe-scan # code.SandboxUser
 
 ensure_account() {
 	[ "$(id -u)" -eq 0 ] || return 0 # not root: the server runs as you
@@ -33,6 +37,12 @@ ensure_account() {
 		chown "$PG_USER:" "$home"
 	fi
 	chmod 0700 "$home"
+	if ! id -u "$SCAN_USER" >/dev/null 2>&1; then
+		group=(--user-group)
+		getent group "$SCAN_USER" >/dev/null 2>&1 && group=(--gid "$SCAN_USER")
+		echo "==> creating system account $SCAN_USER for code analysers"
+		useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "${group[@]}" "$SCAN_USER"
+	fi
 }
 
 have_pg() {

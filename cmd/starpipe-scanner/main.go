@@ -108,9 +108,15 @@ func execJob(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) int
 }
 
 func scan(ctx context.Context, log *slog.Logger, job scanexec.Job, out io.Writer, stderr io.Writer) error {
+	// Every connection of every kind of scan is checked against the
+	// admin's network policy, which the worker puts in the job.
+	np, err := job.Network.Policy()
+	if err != nil {
+		return err
+	}
 	switch job.Kind {
 	case scanexec.KindNuclei:
-		st, err := nucleiengine.Run(ctx, *job.Nuclei, out)
+		st, err := nucleiengine.Run(ctx, *job.Nuclei, np, out)
 		// The update client's refused attempts, so that the worker's logs
 		// (and the tests) see that nothing left the process that way.
 		if hosts := nucleiengine.RefusedRequests(); len(hosts) > 0 {
@@ -122,13 +128,19 @@ func scan(ctx context.Context, log *slog.Logger, job scanexec.Job, out io.Writer
 		log.Info("nuclei scan finished", "targets", st.Targets, "templates", st.Templates, "results", st.Results)
 		return nil
 	case scanexec.KindAmass:
-		st, err := amassengine.Run(ctx, *job.Amass, out)
+		st, err := amassengine.Run(ctx, *job.Amass, np, out)
 		if err != nil {
 			return err
 		}
 		log.Info("amass enumeration finished", "names", st.Names, "addresses", st.Addresses)
 		return nil
 	case scanexec.KindCode:
+		code.UseNetwork(np)
+		// This process runs nothing but the analyser: whatever it leaves
+		// behind, setsid or not, comes back here to be killed.
+		if err := code.EnableSubreaper(); err != nil {
+			return err
+		}
 		res, err := code.Run(ctx, *job.Code, out)
 		if err != nil {
 			return err

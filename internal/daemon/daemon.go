@@ -310,12 +310,17 @@ func (d *Daemon) buildWorker() error {
 		StateDir: filepath.Join(d.cfg.StateDir, "scan"), Templates: []string{templates}, Logger: d.opt.log,
 		ScannerPath: d.cfg.Scan.ScannerPath,
 		Analyzers:   d.cfg.Analyzers, WordlistDir: d.cfg.Amass.WordlistDir, Network: d.schedPolicy.Network,
+		MaxScanDuration: d.cfg.Scan.MaxDuration, CodeWorkDir: d.cfg.Scan.CodeWorkDir,
 	})
 	h := bus.Handler(wk.Handle)
 	if d.opt.workerWrap != nil {
 		h = d.opt.workerWrap(h)
 	}
-	d.add(part{name: "worker", stage: stageIntake, run: d.consume(GroupWorkers, bus.TopicScanRequests, h, bus.RunOptions{})})
+	// Scans are independent of each other: several at once, so that one
+	// slow or tarpitting target does not hold up every schedule.
+	d.add(part{name: "worker", stage: stageIntake, run: d.consume(GroupWorkers, bus.TopicScanRequests, h, bus.RunOptions{
+		Concurrency: d.cfg.Scan.Concurrency, Parallel: worker.Parallel,
+	})})
 	return nil
 }
 

@@ -85,6 +85,15 @@ func New(opt Options) *Policy {
 	return &Policy{allow: allow, noPublic: opt.DenyPublic}
 }
 
+// Options returns what p was built from, so that the policy can travel to
+// another process (the scanner child) and be rebuilt there with New.
+func (p *Policy) Options() Options {
+	if p == nil {
+		return Options{}
+	}
+	return Options{Allow: append([]netip.Prefix(nil), p.allow...), DenyPublic: p.noPublic}
+}
+
 // ParsePrefixes parses CIDRs ("10.0.0.0/8", "fd00::/8") and bare addresses
 // (one host), naming the one at fault.
 func ParsePrefixes(cidrs []string) ([]netip.Prefix, error) {

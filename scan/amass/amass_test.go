@@ -47,7 +47,7 @@ func TestRunBruteForce(t *testing.T) {
 	var buf bytes.Buffer
 	start := time.Now()
 	r := &scanexec.Runner{Path: scanexectest.Binary(t), Home: home}
-	err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindAmass, Amass: &amass.Config{
+	err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindAmass, Network: loopback, Amass: &amass.Config{
 		Domains:   []string{"Example.Test."},
 		Resolvers: []string{resolver},
 		Wordlist:  []string{"www", "api", "mail", "dev", "nothere"},
@@ -151,8 +151,12 @@ func TestCheckRefusesBadConfig(t *testing.T) {
 // configuration with the check's message, as a failed scan.
 func TestScannerReportsBadConfig(t *testing.T) {
 	r := &scanexec.Runner{Path: scanexectest.Binary(t), Home: t.TempDir()}
-	err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindAmass, Amass: &amass.Config{Domains: []string{"example.test"}}}, &bytes.Buffer{})
+	err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindAmass, Network: loopback, Amass: &amass.Config{Domains: []string{"example.test"}}}, &bytes.Buffer{})
 	if !errors.Is(err, scanexec.ErrFailed) || !strings.Contains(err.Error(), amass.ErrNoResolvers.Error()) {
 		t.Fatalf("err = %v, want a failed scan naming %q", err, amass.ErrNoResolvers)
 	}
 }
+
+// loopback is the network policy of the tests' scans: their targets and
+// resolvers are on loopback, which the default policy refuses.
+var loopback = &scanexec.Network{Allow: []string{"127.0.0.0/8", "::1/128"}}

@@ -6,7 +6,16 @@
 //
 // The command runs without a shell, in its own process group, with a
 // minimal environment: it never sees the daemon's environment or the clone
-// token. The whole temporary directory (checkout, HOME, TMPDIR) is removed
+// token. When the scanner is root, the command runs as the unprivileged
+// account SandboxUser (created by `make deps`), as the first process of a
+// PID namespace of its own (everything it starts dies with it, setsid or
+// not), in a work directory outside the daemon's state directory that
+// only that account can enter. A repository holding a symbolic link that
+// leads out of the checkout is refused before the command runs. Without
+// root the command runs as the scanner's user, in a process group, and
+// the scanner process (EnableSubreaper) kills whatever it leaves behind;
+// it can then read what that user can read: run the daemon as root, or as
+// a user of its own, accordingly. The whole temporary directory (checkout, HOME, TMPDIR) is removed
 // before Run returns, whatever happened.
 package code
 
@@ -158,6 +167,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (res Result, err error)
 	res.ExitCode = -1
 	defer func() { res.Duration = time.Since(start) }()
 
+	requestedWorkDir := cfg.WorkDir
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return res, err
@@ -167,7 +177,21 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (res Result, err error)
 		return res, err
 	}
 
-	base, err := os.MkdirTemp(cfg.WorkDir, "starpipe-code-*")
+	sb, err := newSandbox()
+	if err != nil {
+		return res, err
+	}
+	workDir := cfg.WorkDir
+	if sb.run {
+		if requestedWorkDir == "" {
+			// Not the scanner's TMPDIR: it lies in the state directory.
+			workDir = DefaultSandboxDir
+		}
+		if err := checkReachable(workDir, sb.uid, sb.gid); err != nil {
+			return res, err
+		}
+	}
+	base, err := os.MkdirTemp(workDir, "starpipe-code-*")
 	if err != nil {
 		return res, fmt.Errorf("making work dir: %w", err)
 	}
@@ -193,7 +217,18 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (res Result, err error)
 	if err != nil {
 		return res, err
 	}
-	res.ExitCode, res.Bytes, err = runCommand(ctx, cfg, dirs, out, src.redactor)
+	if err := checkSymlinks(dirs.checkout); err != nil {
+		return res, err
+	}
+	if sb.run {
+		// The whole work directory (0700) becomes the account's: the
+		// analyser may write caches and its output file there, and no
+		// other user can look in.
+		if err := chownTree(base, sb.uid, sb.gid); err != nil {
+			return res, fmt.Errorf("%w: handing the work directory to %s: %v", ErrSandbox, SandboxUser, err)
+		}
+	}
+	res.ExitCode, res.Bytes, err = runCommand(ctx, cfg, dirs, sb, out, src.redactor)
 	return res, err
 }
 

@@ -80,7 +80,7 @@ func newTestRepo(t *testing.T) testRepo {
 	}
 	var r testRepo
 	r.dir = dir
-	commit(map[string]*string{"README": ptr("test repository\n"), "findings.sarif": ptr(sarifMain)})
+	r.head = commit(map[string]*string{"README": ptr("test repository\n"), "findings.sarif": ptr(sarifMain)})
 	checkout("feature", true)
 	r.feature = commit(map[string]*string{"findings.sarif": ptr(sarifFeature)})
 	checkout("tagging", true)
@@ -88,10 +88,11 @@ func newTestRepo(t *testing.T) testRepo {
 	if _, err := repo.CreateTag("v1", plumbing.NewHash(r.tagged), &git.CreateTagOptions{Tagger: sig, Message: "v1"}); err != nil {
 		t.Fatal(err)
 	}
+	// Branch "escape" holds a link out of the checkout, which Run
+	// refuses. It comes last, so no checkout ever writes through it, and
+	// it points at a file of the test's own, never a system file.
 	checkout("master", false)
-	// A link out of the checkout, to check that OutputFile cannot follow
-	// it. It comes last, so no checkout ever writes through it, and it
-	// points at a file of the test's own, never a system file.
+	checkout("escape", true)
 	outside := filepath.Join(t.TempDir(), "outside.sarif")
 	if err := os.WriteFile(outside, []byte(`{"outside":true}`), 0o644); err != nil {
 		t.Fatal(err)
@@ -99,14 +100,18 @@ func newTestRepo(t *testing.T) testRepo {
 	if err := os.Symlink(outside, filepath.Join(dir, "escape.sarif")); err != nil {
 		t.Fatal(err)
 	}
-	r.head = commit(map[string]*string{"escape.sarif": nil})
-
+	commit(map[string]*string{"escape.sarif": nil})
+	// HEAD back to master without a checkout (which would have to write
+	// through the link): clones take the default branch from HEAD.
+	if err := repo.Storer.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, plumbing.Master)); err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 
 // baseConfig runs argv on repo with a work dir of the test's own.
 func baseConfig(t *testing.T, repo string, argv ...string) Config {
-	return Config{Repository: repo, Command: argv, WorkDir: t.TempDir(), Timeout: 30 * time.Second}
+	return Config{Repository: repo, Command: argv, WorkDir: workDir(t), Timeout: 30 * time.Second}
 }
 
 // assertEmptyDir fails unless Run removed everything it made in dir.
@@ -190,7 +195,13 @@ func TestRunOutputFile(t *testing.T) {
 	}
 
 	t.Run("symlink out of the checkout", func(t *testing.T) {
-		cfg := baseConfig(t, r.dir, "true")
+		// The analyser makes the link itself: the output file is read
+		// through an os.Root, which does not follow it.
+		outside := filepath.Join(t.TempDir(), "outside.sarif")
+		if err := os.WriteFile(outside, []byte(`{"outside":true}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg := baseConfig(t, r.dir, "ln", "-s", outside, "escape.sarif")
 		cfg.OutputFile = "escape.sarif"
 		var out bytes.Buffer
 		_, err := Run(context.Background(), cfg, &out)
@@ -244,10 +255,11 @@ func TestRunNonZeroExit(t *testing.T) {
 
 func TestRunTimeoutKillsProcessGroup(t *testing.T) {
 	r := newTestRepo(t)
-	pidFile := filepath.Join(t.TempDir(), "pid")
+	pidFile := filepath.Join(dropDir(t), "pid")
 	// The background sleep holds the command's stdout: unless the whole
-	// group is killed, Run would also wait for it.
-	cfg := baseConfig(t, r.dir, "/bin/sh", "-c", `sleep 30 & echo $! > "$PIDFILE"; wait`)
+	// group is killed, Run would also wait for it. It records its pid as
+	// the host sees it ($! is the PID namespace's when run as root).
+	cfg := baseConfig(t, r.dir, "/bin/sh", "-c", `sh -c 'read -r pid rest < /proc/self/stat; echo $pid > "$PIDFILE"; exec sleep 30' & wait`)
 	cfg.Env = []string{"PIDFILE=" + pidFile}
 	cfg.Timeout = 500 * time.Millisecond
 	start := time.Now()
@@ -447,7 +459,7 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error text %q holds a credential", err)
 			}
 			// Run refuses it the same way, before making anything.
-			c.WorkDir = t.TempDir()
+			c.WorkDir = workDir(t)
 			if _, err := Run(context.Background(), c, &bytes.Buffer{}); !errors.Is(err, ErrInvalidConfig) {
 				t.Fatalf("Run: err = %v, want ErrInvalidConfig", err)
 			}
@@ -521,3 +533,29 @@ func TestScope(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// workDir is a work directory the analyser's account can reach when the
+// test runs as root (the analyser then runs as SandboxUser): t.TempDir()
+// makes its directories 0700, which only root could traverse. Nothing
+// below it becomes readable: the run directory Run makes in it is 0700.
+func workDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	for _, p := range []string{filepath.Dir(d), d} {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+// dropDir is a directory the analyser may write to whatever account it
+// runs as, for the tests' markers.
+func dropDir(t *testing.T) string {
+	t.Helper()
+	d := workDir(t)
+	if err := os.Chmod(d, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

@@ -27,7 +27,7 @@ const (
 
 // runCommand runs cfg.Command in dirs.checkout and copies its SARIF to
 // out. It returns the exit code and the number of bytes written.
-func runCommand(ctx context.Context, cfg Config, dirs workDirs, out io.Writer, red redactor) (int, int64, error) {
+func runCommand(ctx context.Context, cfg Config, dirs workDirs, sb sandbox, out io.Writer, red redactor) (int, int64, error) {
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, cfg.Timeout, ErrTimeout)
 	defer cancelTimeout()
 	// kill stops the command early when its output cannot be taken.
@@ -41,6 +41,7 @@ func runCommand(ctx context.Context, cfg Config, dirs workDirs, out io.Writer, r
 	cmd.Stdin = nil // reads get EOF: nothing waits for a terminal
 	cmd.WaitDelay = waitDelay
 	isolate(cmd)
+	sb.apply(cmd)
 
 	diag := &tailBuffer{max: stderrTail}
 	cmd.Stderr = diag
@@ -59,6 +60,8 @@ func runCommand(ctx context.Context, cfg Config, dirs workDirs, out io.Writer, r
 		// servers): the group goes with the command.
 		killGroup(cmd.Process.Pid)
 	}
+	// Helpers that left the group (setsid) come back to a subreaper.
+	killOrphans()
 	code := -1
 	if cmd.ProcessState != nil {
 		code = cmd.ProcessState.ExitCode()
@@ -84,7 +87,7 @@ func runCommand(ctx context.Context, cfg Config, dirs workDirs, out io.Writer, r
 	}
 
 	if cfg.OutputFile != "" {
-		if err := copyOutputFile(dirs.checkout, cfg.OutputFile, sink); err != nil {
+		if err := copyOutputFile(dirs.checkout, cfg.OutputFile, sb, sink); err != nil {
 			if sink.exceeded {
 				return fail("output file %s: %w (%d bytes)", cfg.OutputFile, ErrOutputTooLarge, cfg.MaxOutputBytes)
 			}
@@ -126,7 +129,10 @@ func commandEnv(dirs workDirs, extra []string) []string {
 // copyOutputFile copies the command's output file to w. The file is opened
 // through an os.Root so that a symbolic link committed to the repository
 // cannot make Run read a file outside the checkout.
-func copyOutputFile(checkout, name string, w io.Writer) error {
+//
+// A sandboxed analyser's output file must be its own: a hard link it made
+// to a file of another user (where the kernel allows that) is refused.
+func copyOutputFile(checkout, name string, sb sandbox, w io.Writer) error {
 	root, err := os.OpenRoot(checkout)
 	if err != nil {
 		return err
@@ -143,6 +149,11 @@ func copyOutputFile(checkout, name string, w io.Writer) error {
 	}
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("%s is not a regular file", name)
+	}
+	if sb.run {
+		if uid, _ := owner(st); uid != sb.uid {
+			return fmt.Errorf("%s is not a file the analyser wrote (owner uid %d)", name, uid)
+		}
 	}
 	_, err = io.Copy(w, f)
 	return err

@@ -194,7 +194,7 @@ func scan(t *testing.T, cfg nuclei.Config) ([]byte, string) {
 	var out bytes.Buffer
 	var stderr syncBuffer
 	r := &scanexec.Runner{Path: scanexectest.Binary(t), Home: t.TempDir(), Stderr: &stderr}
-	if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg}, &out); err != nil {
+	if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg, Network: loopback}, &out); err != nil {
 		t.Fatalf("nuclei scan: %v", err)
 	}
 	return out.Bytes(), stderr.String()
@@ -250,7 +250,7 @@ func TestScanHomeLeftEmpty(t *testing.T) {
 	var stderr syncBuffer
 	r := &scanexec.Runner{Path: scanexectest.Binary(t), Home: home, Stderr: &stderr}
 	cfg := nuclei.Config{Targets: []string{vuln.URL}, TemplateDirs: []string{templatesDir}}
-	if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg}, io.Discard); err != nil {
+	if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg, Network: loopback}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	entries, err := os.ReadDir(home)
@@ -529,8 +529,12 @@ func BenchmarkRun(b *testing.B) {
 	r := &scanexec.Runner{Path: scanexectest.Binary(b), Home: b.TempDir()}
 	cfg := nuclei.Config{Targets: []string{vuln.URL}, TemplateDirs: []string{templatesDir}}
 	for b.Loop() {
-		if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg}, io.Discard); err != nil {
+		if err := r.Run(context.Background(), scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &cfg, Network: loopback}, io.Discard); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
+
+// loopback is the network policy of the tests' scans: their targets and
+// resolvers are on loopback, which the default policy refuses.
+var loopback = &scanexec.Network{Allow: []string{"127.0.0.0/8", "::1/128"}}

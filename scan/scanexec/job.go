@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/starpipe/starpipe/internal/netpolicy"
 	"github.com/starpipe/starpipe/scan/amass"
 	"github.com/starpipe/starpipe/scan/code"
 	"github.com/starpipe/starpipe/scan/nuclei"
@@ -33,7 +34,10 @@ import (
 // of the exit codes changes; a worker refuses a scanner that reports
 // another version, so a daemon upgraded without its scanner (or the
 // reverse) fails its scans clearly instead of misreading them.
-const ProtocolVersion = 1
+//
+// Version 2: the job carries the network policy (Job.Network), which the
+// scanner enforces at connect time; a version-1 scanner would ignore it.
+const ProtocolVersion = 2
 
 // BinaryName is the scanner program's file name.
 const BinaryName = "starpipe-scanner"
@@ -80,6 +84,41 @@ type Job struct {
 	// the daemon's configuration instead, without changing the protocol.
 	Code      *code.Config `json:"code,omitempty"`
 	CrashTest *CrashTest   `json:"crash_test,omitempty"`
+	// Network is where the scan may connect (scan.allow_networks and
+	// scan.allow_public). The scanner checks every address it connects
+	// to against it, whatever the kind: nil means the default policy,
+	// public addresses only.
+	Network *Network `json:"network,omitempty"`
+}
+
+// Network is a netpolicy.Policy in the job's JSON form.
+type Network struct {
+	// Allow lists the CIDRs scans may reach beyond the public internet.
+	Allow []string `json:"allow,omitempty"`
+	// DenyPublic limits scans to Allow.
+	DenyPublic bool `json:"deny_public,omitempty"`
+}
+
+// NetworkOf returns p in the job's form (nil p: the default policy).
+func NetworkOf(p *netpolicy.Policy) *Network {
+	o := p.Options()
+	n := &Network{DenyPublic: o.DenyPublic}
+	for _, a := range o.Allow {
+		n.Allow = append(n.Allow, a.String())
+	}
+	return n
+}
+
+// Policy rebuilds the policy; a nil n gives the default policy.
+func (n *Network) Policy() (*netpolicy.Policy, error) {
+	if n == nil {
+		return netpolicy.New(netpolicy.Options{}), nil
+	}
+	allow, err := netpolicy.ParsePrefixes(n.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("%w: network.allow%v", ErrInvalidJob, err)
+	}
+	return netpolicy.New(netpolicy.Options{Allow: allow, DenyPublic: n.DenyPublic}), nil
 }
 
 // CrashTest describes a KindCrashTest job.
@@ -115,6 +154,9 @@ func (j Job) Validate() error {
 	}
 	if !ok || set != 1 {
 		return fmt.Errorf("%w: kind %s needs its own section and no other", ErrInvalidJob, j.Kind)
+	}
+	if _, err := j.Network.Policy(); err != nil {
+		return err
 	}
 	return nil
 }

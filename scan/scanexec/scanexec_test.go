@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -106,7 +107,7 @@ func TestJobOnStdinAndSecretsRedacted(t *testing.T) {
 				t.Errorf("message %q, want the scanner's error line", se.Msg)
 			}
 			msg := err.Error()
-			if !strings.Contains(msg, `"protocol":1`) || !strings.Contains(msg, nuclei.Redacted) {
+			if !strings.Contains(msg, fmt.Sprintf(`"protocol":%d`, scanexec.ProtocolVersion)) || !strings.Contains(msg, nuclei.Redacted) {
 				t.Errorf("error does not show the (redacted) job the scanner read:\n%s", msg)
 			}
 			if strings.Contains(msg, bearer) || strings.Contains(msg, token) {
@@ -335,4 +336,40 @@ func (l *lineWaiter) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// TestNetworkRoundTrip checks that the policy the worker puts in a job is
+// the one the scanner rebuilds, and that a malformed one is refused.
+func TestNetworkRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		n       *scanexec.Network
+		addr    string
+		allowed bool
+	}{
+		{"default refuses loopback", nil, "127.0.0.1", false},
+		{"default allows public", nil, "8.8.8.8", true},
+		{"listed loopback", &scanexec.Network{Allow: []string{"127.0.0.1/32"}}, "127.0.0.1", true},
+		{"other loopback", &scanexec.Network{Allow: []string{"127.0.0.1/32"}}, "127.0.0.2", false},
+		{"deny public", &scanexec.Network{Allow: []string{"10.0.0.0/8"}, DenyPublic: true}, "8.8.8.8", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := tc.n.Policy()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Through the worker's form and back.
+			p, err = scanexec.NetworkOf(p).Policy()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.CheckAddr(netip.MustParseAddr(tc.addr)); (err == nil) != tc.allowed {
+				t.Errorf("CheckAddr(%s) = %v, want allowed %v", tc.addr, err, tc.allowed)
+			}
+		})
+	}
+	job := scanexec.Job{Kind: scanexec.KindCrashTest, CrashTest: &scanexec.CrashTest{Mode: "panic"}, Network: &scanexec.Network{Allow: []string{"10.0.0.1/8"}}}
+	if err := job.Validate(); !errors.Is(err, scanexec.ErrInvalidJob) {
+		t.Errorf("Validate with a malformed network = %v, want ErrInvalidJob", err)
+	}
 }

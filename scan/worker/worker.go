@@ -83,6 +83,10 @@ type Options struct {
 	ScannerPath string
 	// ScanTimeout bounds each scanner process (none when zero).
 	ScanTimeout time.Duration
+	// MaxScanDuration bounds a whole scan, every step of one due time
+	// (scan.max_duration); a schedule's timeout may lower it. Zero: only
+	// the schedule's timeout, if any, applies.
+	MaxScanDuration time.Duration
 	// MaxScanOutputBytes bounds the output of each scanner process
 	// (scanexec.DefaultMaxOutputBytes when zero).
 	MaxScanOutputBytes int64
@@ -93,12 +97,22 @@ type Options struct {
 	// Analyzers are the admin's code analysers (config analyzers:); a
 	// code schedule names one and its command is what runs.
 	Analyzers map[string]config.AnalyzerConfig
+	// CodeWorkDir is where code scans check repositories out (absolute).
+	// Empty: the scanner's own TMPDIR, or, when the daemon is root,
+	// code.DefaultSandboxDir: the analyser then runs as code.SandboxUser,
+	// which cannot enter the state directory, so the checkout must lie
+	// outside it, under directories that account may traverse.
+	CodeWorkDir string
 	// WordlistDir is amass.wordlist_dir, where amass.wordlist_name is read.
 	WordlistDir string
 	// Network says where scans may connect (scan.allow_networks); nil
-	// allows public addresses only. The probe dials through it.
+	// allows public addresses only. The probe dials through it, and every
+	// scanner job carries it for the scanner to enforce at connect time.
 	Network *netpolicy.Policy
 }
+
+// ErrTimeLimit is the cause of a scan stopped by its overall time limit.
+var ErrTimeLimit = errors.New("scan time limit reached")
 
 // probeTimeout bounds the name lookup and the connection that check a
 // target is up before it is scanned.
@@ -147,6 +161,13 @@ func (l logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Parallel tells bus.RunOptions that every scan request may run alongside
+// others: requests are independent (one ledger row each, which also
+// guards against running one twice), so the scan-requests consumer runs
+// with bus.RunOptions{Concurrency: scan.concurrency, Parallel: Parallel}
+// and a slow or tarpitting target holds one slot, not every schedule.
+func Parallel(bus.Message) bool { return true }
+
 // Handle runs one scan request. A scan that fails is recorded as failed in
 // the ledger and not retried: the next due time is the retry. Only a
 // request that cannot be read is poison. A request whose ledger row has
@@ -179,10 +200,23 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 	if err := w.opt.Ledger.MarkLedger(ctx, req.LedgerID, store.LedgerRunning, nil, ""); err != nil {
 		return ledgerError(err)
 	}
-	log.Info("scan started", "kind", sp.Kind)
-	runs, scanErr := w.scan(ctx, sp)
+	limit := w.timeLimit(sp)
+	log.Info("scan started", "kind", sp.Kind, "time_limit", limit)
+	scanCtx, cancel := context.WithCancel(ctx)
+	if limit > 0 {
+		scanCtx, cancel = context.WithTimeoutCause(ctx, limit, ErrTimeLimit)
+	}
+	runs, scanErr := w.scan(scanCtx, sp)
+	timedOut := errors.Is(context.Cause(scanCtx), ErrTimeLimit)
+	cancel()
 	if ctx.Err() != nil {
 		return ctx.Err() // shutting down: leave the request for redelivery
+	}
+	if timedOut {
+		// What the steps report after the deadline (a killed scanner, a
+		// refused submit) follows from it; the limit is the reason.
+		limitErr := fmt.Errorf("schedule %s: %w after %s (the schedule's timeout, capped by scan.max_duration)", sp.Name, ErrTimeLimit, limit)
+		scanErr = errors.Join(limitErr, scanErr)
 	}
 	if scanErr != nil {
 		log.Warn("scan failed", "err", scanErr, "runs", runs)
@@ -191,6 +225,15 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 	}
 	return w.complete(ctx, log, req.LedgerID, runs, scanErr)
 }
+
+// timeLimit is the schedule's own timeout capped by MaxScanDuration; zero
+// when neither is set.
+func (w *Worker) timeLimit(sp spec.Schedule) time.Duration {
+	return lower(w.opt.MaxScanDuration, time.Duration(sp.Timeout))
+}
+
+// network is the policy every scanner job carries.
+func (w *Worker) network() *scanexec.Network { return scanexec.NetworkOf(w.opt.Network) }
 
 // finished returns the status of the request's ledger row when it has
 // already ended, and "" when the request is still to be run.
@@ -334,7 +377,7 @@ func (w *Worker) web(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		}
 		var out bytes.Buffer
 		// The scan's temporary files go to the scanner's own TMPDIR.
-		err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindNuclei, Nuclei: &nuclei.Config{
+		err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindNuclei, Network: w.network(), Nuclei: &nuclei.Config{
 			Targets: []string{t.url}, TemplateDirs: dirs,
 			Tags: sp.Nuclei.Tags, ExcludeTags: sp.Nuclei.ExcludeTags, Severities: sp.Nuclei.Severities,
 			Headers: headers, Resolvers: sp.Amass.Resolvers,
@@ -431,7 +474,7 @@ func (w *Worker) discover(ctx context.Context, sp spec.Schedule) ([]string, stri
 		}
 	}
 	var out bytes.Buffer
-	err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindAmass, Amass: &amass.Config{
+	err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindAmass, Network: w.network(), Amass: &amass.Config{
 		Domains: sp.Targets.Domains, Resolvers: sp.Amass.Resolvers, Wordlist: words,
 		Recursive: sp.Amass.Recursive, Alterations: sp.Amass.Alterations,
 	}}, &out)
@@ -479,6 +522,13 @@ func (w *Worker) code(ctx context.Context, sp spec.Schedule) ([]string, error) {
 			return nil, fmt.Errorf("schedule %s: credential %q: %w", sp.Name, sp.Credential, err)
 		}
 		token = string(cred.Secret)
+		// The token goes only where the credential's targets say,
+		// checked again here because the schedule may predate them.
+		for _, repo := range sp.Targets.Repositories {
+			if err := cred.Scope().Permits(repo); err != nil {
+				return nil, fmt.Errorf("schedule %s: credential %q may not be sent to %s: %w", sp.Name, sp.Credential, code.Scope(repo), err)
+			}
+		}
 	}
 	an, err := w.analyzer(sp)
 	if err != nil {
@@ -491,10 +541,10 @@ func (w *Worker) code(ctx context.Context, sp spec.Schedule) ([]string, error) {
 		var out bytes.Buffer
 		// The checkout goes to the scanner's own TMPDIR (WorkDir empty);
 		// the command is the admin's analyzer, never the schedule's.
-		err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindCode, Code: &code.Config{
+		err := w.opt.Scanner.Run(ctx, scanexec.Job{Kind: scanexec.KindCode, Network: w.network(), Code: &code.Config{
 			Repository: repo, Command: an.Command, Token: token,
 			Timeout: lower(an.Timeout, time.Duration(sp.Code.Timeout)), MaxOutputBytes: lower(an.MaxOutputBytes, sp.Code.MaxOutputBytes),
-			OutputFile: an.OutputFile, Env: an.EnvList(),
+			OutputFile: an.OutputFile, Env: an.EnvList(), WorkDir: w.opt.CodeWorkDir,
 		}}, &out)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("code scan of %s: %w", code.Scope(repo), err))

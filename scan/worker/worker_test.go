@@ -129,6 +129,7 @@ func (h *harness) startDaemon(roles []string, opts ...daemon.Option) {
 	cfg.Analyzers = testAnalyzers
 	cfg.Scan.AllowNetworks = []string{"127.0.0.0/8", "::1"}
 	cfg.Scan.ScannerPath = scanexectest.Binary(h.t)
+	cfg.Scan.CodeWorkDir = codeWorkDir(h.t)
 	opts = append([]daemon.Option{
 		daemon.WithLogger(h.log),
 		daemon.WithBusConfig(func(c *bus.Config) {
@@ -844,7 +845,7 @@ func TestAbandonedWhileRunning(t *testing.T) {
 	wk := worker.New(worker.Options{
 		Submitter: abandoningIntake{pipeline.NewIntake(st, 64<<20, t.TempDir(), nil), st, id},
 		Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t), ScannerPath: scanexectest.Binary(t),
-		Analyzers: testAnalyzers,
+		Analyzers: testAnalyzers, CodeWorkDir: codeWorkDir(t),
 	})
 	if err := wk.Handle(t.Context(), msg); err != nil {
 		t.Fatalf("Handle = %v, want nil", err)
@@ -916,7 +917,7 @@ func TestScannerCrashes(t *testing.T) {
 	opt := worker.Options{
 		Submitter: pipeline.NewIntake(st, 64<<20, t.TempDir(), nil),
 		Ledger:    st, StateDir: t.TempDir(), Logger: log, ScannerPath: scanexectest.Binary(t),
-		Analyzers: testAnalyzers,
+		Analyzers: testAnalyzers, CodeWorkDir: codeWorkDir(t),
 	}
 	hooked := worker.NewRunner(opt, log)
 	hooked.Env = []string{scanexec.TestHooksVar + "=1"}
@@ -978,4 +979,18 @@ func TestScannerCrashes(t *testing.T) {
 	if e := handle("after-crashes", newRepo(t)); e.Status != store.LedgerSucceeded || e.RunID == "" {
 		t.Fatalf("request after the crashes: ledger row %+v, want succeeded with a run", e)
 	}
+}
+
+// codeWorkDir is a checkout directory the analyser's account can reach
+// when the tests run as root (analysers then run as code.SandboxUser and
+// t.TempDir()'s parent is 0700).
+func codeWorkDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	for _, p := range []string{filepath.Dir(d), d} {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
 }

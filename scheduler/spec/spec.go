@@ -49,6 +49,9 @@ type Schedule struct {
 	// Environment is a CVSS 3.1 environmental fragment such as "CR:H/IR:H"
 	// applied when scoring this schedule's findings.
 	Environment string `json:"environment,omitempty" yaml:"environment,omitempty"`
+	// Timeout bounds the whole scan of one due time (all its steps). The
+	// worker caps it with scan.max_duration; zero means that limit.
+	Timeout Duration `json:"timeout,omitzero" yaml:"timeout,omitempty"`
 }
 
 // Targets are what a schedule scans; which lists apply depends on Kind.

@@ -255,6 +255,10 @@ func (v *validator) checkSettings() {
 		return fmt.Sprintf("%q is not an IP address or IP:port", x)
 	})
 
+	if s.Timeout < 0 {
+		v.bad("timeout", "negative")
+	}
+
 	c := s.Code
 	if c.Analyzer != "" {
 		if r := plainProblem(c.Analyzer); r != "" {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -39,15 +40,46 @@ import (
 	"gorm.io/gorm"
 	gormlogger "gorm.io/gorm/logger"
 
+	"github.com/starpipe/starpipe/internal/netpolicy"
 	"github.com/starpipe/starpipe/scan/amass"
 )
 
+// resolverAddr is the address of a resolver given as ip or ip:port.
+func resolverAddr(r string) (netip.Addr, error) {
+	if ap, err := netip.ParseAddrPort(r); err == nil {
+		return ap.Addr(), nil
+	}
+	if a, err := netip.ParseAddr(r); err == nil {
+		return a, nil
+	}
+	return netip.Addr{}, fmt.Errorf("amass resolver %q is not an ip or ip:port", r)
+}
+
 // Run enumerates cfg.Domains and writes one JSON line per name found, in
 // name order, to out. The lines are written after the enumeration ends.
-func Run(ctx context.Context, cfg amass.Config, out io.Writer) (st amass.Stats, err error) {
+//
+// amass connects to nothing but its resolvers (DNS over UDP, and TCP for
+// truncated answers), which it reaches with sockets of its own that no
+// dialer hook reaches: every resolver must be allowed by np, checked here
+// before the pool is built. Active enumeration (zone transfers and walks
+// against the name servers of each domain, wherever they resolve) is
+// refused, because those connections could not be checked.
+func Run(ctx context.Context, cfg amass.Config, np *netpolicy.Policy, out io.Writer) (st amass.Stats, err error) {
 	cfg, err = cfg.Check()
 	if err != nil {
 		return st, err
+	}
+	if cfg.Active {
+		return st, errors.New("amass active enumeration is not supported: it connects to name servers the scan network policy cannot check")
+	}
+	for _, r := range cfg.Resolvers {
+		a, perr := resolverAddr(r)
+		if perr != nil {
+			return st, perr
+		}
+		if err := np.CheckAddr(a); err != nil {
+			return st, fmt.Errorf("amass resolver %s: %w", r, err)
+		}
 	}
 	domains, resolvers := cfg.Domains, cfg.Resolvers
 	qps := cfg.QPS

@@ -31,6 +31,7 @@ import (
 	"github.com/projectdiscovery/nuclei/v3/pkg/catalog/config"
 	"github.com/projectdiscovery/nuclei/v3/pkg/output"
 
+	"github.com/starpipe/starpipe/internal/netpolicy"
 	"github.com/starpipe/starpipe/scan/nuclei"
 )
 
@@ -38,7 +39,11 @@ import (
 // one JSON line per result to out. Lines are written as results arrive, so
 // out holds everything found so far even when Run returns an error. Run is
 // safe to call from several goroutines; each call has its own engine.
-func Run(ctx context.Context, cfg nuclei.Config, out io.Writer) (nuclei.Stats, error) {
+//
+// Every connection the scan makes must be allowed by np (see
+// enforceNetwork); a scan with headers (a credential) follows no
+// redirect (see noRedirects).
+func Run(ctx context.Context, cfg nuclei.Config, np *netpolicy.Policy, out io.Writer) (nuclei.Stats, error) {
 	var st nuclei.Stats
 	cfg, err := cfg.Check()
 	if err != nil {
@@ -53,6 +58,12 @@ func Run(ctx context.Context, cfg nuclei.Config, out io.Writer) (nuclei.Stats, e
 		return st, err
 	}
 	if err := isolate(); err != nil {
+		return st, err
+	}
+	if err := checkResolvers(np, cfg.Resolvers); err != nil {
+		return st, err
+	}
+	if err := checkLiteralTargets(np, targets); err != nil {
 		return st, err
 	}
 	if len(cfg.Resolvers) == 0 {
@@ -74,6 +85,10 @@ func Run(ctx context.Context, cfg nuclei.Config, out io.Writer) (nuclei.Stats, e
 	opts, err := engineOptions(ctx, cfg)
 	if err != nil {
 		return st, err
+	}
+	opts = append(opts, enforceNetwork(np))
+	if len(cfg.Headers) > 0 {
+		opts = append(opts, noRedirects())
 	}
 	engine, err := nucleilib.NewNucleiEngineCtx(ctx, opts...)
 	if err != nil {
