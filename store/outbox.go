@@ -16,6 +16,10 @@ const OutboxChannel = "starpipe_outbox"
 // the run moves from received to queued.
 const HeaderRunID = "run_id"
 
+// HeaderLedgerID marks an outbox row that queues the scan request of a
+// ledger row: should the row be dead-lettered, the ledger row fails.
+const HeaderLedgerID = "ledger_id"
+
 // OutboxMessage is a pending outbox row.
 type OutboxMessage struct {
 	ID      int64

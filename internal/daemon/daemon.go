@@ -302,6 +302,7 @@ func (d *Daemon) buildWorker() error {
 		// this error until the scanner is installed.
 		d.log.Warn("scans will fail: no scanner", "err", err)
 	}
+	policy := d.schedPolicy
 	wk := worker.New(worker.Options{
 		// The worker's own submissions are not gated: a scan that finishes
 		// while draining still hands in its output.
@@ -309,6 +310,9 @@ func (d *Daemon) buildWorker() error {
 		StateDir: filepath.Join(d.cfg.StateDir, "scan"), Templates: []string{templates}, Logger: d.opt.log,
 		ScannerPath: d.cfg.Scan.ScannerPath,
 		Analyzers:   d.cfg.Analyzers, WordlistDir: d.cfg.Amass.WordlistDir, Network: d.schedPolicy.Network,
+		// Each stored schedule is checked again, under the bounds it was
+		// saved under, before it runs.
+		Policy: &policy,
 	})
 	h := bus.Handler(wk.Handle)
 	if d.opt.workerWrap != nil {
