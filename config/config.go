@@ -36,6 +36,7 @@ type Config struct {
 	Scoring       ScoringConfig   `yaml:"scoring"`
 	Vault         VaultConfig     `yaml:"vault"`
 	Scheduler     SchedulerConfig `yaml:"scheduler"`
+	Relay         RelayConfig     `yaml:"relay"`
 	Roles         []string        `yaml:"roles"`
 
 	// Analyzers are the code analysers code schedules may name, by name.
@@ -104,6 +105,16 @@ type SchedulerConfig struct {
 	SchedulesFile string `yaml:"schedules_file"` // applied at start when set
 }
 
+// RelayConfig tunes the outbox relay.
+type RelayConfig struct {
+	// MaxAttempts is how many times the broker may refuse an outbox row,
+	// for a reason not known to be final, before the row is dead-lettered
+	// (its run fails). A row refused for good (over the message size
+	// limit) is dead-lettered at once; a broker that is unreachable
+	// dead-letters nothing.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
 // Roles a process can run; `serve` runs all of them by default.
 const (
 	RoleAPI       = "api"       // the HTTP API: the only role that binds listen
@@ -139,6 +150,7 @@ func Default() Config {
 			Concurrency: 4,
 		},
 		Scheduler: SchedulerConfig{Enabled: true},
+		Relay:     RelayConfig{MaxAttempts: 5},
 		Scan:      ScanConfig{AllowPublic: true},
 		Roles:     AllRoles(),
 	}
@@ -286,6 +298,9 @@ func (c *Config) Validate() error {
 		bad("ingest.concurrency", "must be between 1 and 64")
 	}
 	errs = append(errs, c.validateScanning()...)
+	if c.Relay.MaxAttempts < 1 || c.Relay.MaxAttempts > 1000 {
+		bad("relay.max_attempts", "must be between 1 and 1000")
+	}
 	if len(c.Roles) == 0 {
 		bad("roles", "at least one role is needed")
 	}

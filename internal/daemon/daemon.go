@@ -187,7 +187,7 @@ func (d *Daemon) build(ctx context.Context) error {
 	d.intake = pipeline.NewIntake(st, cfg.Ingest.MaxBytes, spool, d.opt.log)
 
 	if cfg.HasRole(config.RoleRelay) {
-		rel := relay.New(st, d.producer, d.opt.log, append([]relay.Option{relay.WithMetrics(d.reg)}, d.opt.relayOpts...)...)
+		rel := relay.New(st, d.producer, d.opt.log, append([]relay.Option{relay.WithMetrics(d.reg), relay.WithMaxAttempts(d.cfg.Relay.MaxAttempts)}, d.opt.relayOpts...)...)
 		d.add(part{name: "relay", stage: stageBackground, run: rel.Run})
 	}
 	if cfg.HasRole(config.RoleIngest) {
