@@ -37,6 +37,7 @@ type Config struct {
 	Scoring       ScoringConfig   `yaml:"scoring"`
 	Vault         VaultConfig     `yaml:"vault"`
 	Scheduler     SchedulerConfig `yaml:"scheduler"`
+	Relay         RelayConfig     `yaml:"relay"`
 	Roles         []string        `yaml:"roles"`
 
 	// Analyzers are the code analysers code schedules may name, by name.
@@ -119,6 +120,16 @@ type SchedulerConfig struct {
 	SchedulesFile string `yaml:"schedules_file"` // applied at start when set
 }
 
+// RelayConfig tunes the outbox relay.
+type RelayConfig struct {
+	// MaxAttempts is how many times the broker may refuse an outbox row,
+	// for a reason not known to be final, before the row is dead-lettered
+	// (its run fails). A row refused for good (over the message size
+	// limit) is dead-lettered at once; a broker that is unreachable
+	// dead-letters nothing.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
 // Roles a process can run; `serve` runs all of them by default.
 const (
 	RoleAPI       = "api"       // the HTTP API: the only role that binds listen
@@ -155,6 +166,7 @@ func Default() Config {
 		},
 		Reconcile: ReconcileConfig{HoldFraction: 0.5, HoldMin: 5},
 		Scheduler: SchedulerConfig{Enabled: true},
+		Relay:     RelayConfig{MaxAttempts: 5},
 		Scan:      ScanConfig{AllowPublic: true, MaxDuration: DefaultScanMaxDuration, Concurrency: DefaultScanConcurrency},
 		Roles:     AllRoles(),
 	}
@@ -314,6 +326,9 @@ func (c *Config) Validate() error {
 		bad("reconcile.hold_min", "must be at least 1")
 	}
 	errs = append(errs, c.validateScanning()...)
+	if c.Relay.MaxAttempts < 1 || c.Relay.MaxAttempts > 1000 {
+		bad("relay.max_attempts", "must be between 1 and 1000")
+	}
 	if len(c.Roles) == 0 {
 		bad("roles", "at least one role is needed")
 	}

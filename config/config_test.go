@@ -31,6 +31,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"bad listen", "listen: nope\n", "listen"},
 		{"bad ccm", "mapping:\n  ccm_version: '5'\n", "mapping.ccm_version"},
 		{"huge batch", "ingest:\n  batch_size: 100000\n", "ingest.batch_size"},
+		{"no relay attempts", "relay:\n  max_attempts: 0\n", "relay.max_attempts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "c.yaml")

@@ -5,12 +5,30 @@
 // down or unreachable delays work but never loses it. Delivery is
 // at-least-once: a crash between publish and mark re-sends, and consumers
 // are idempotent.
+//
+// # Rows that cannot be published
+//
+// A row the broker will never take (over the message size limit, say) is
+// dead-lettered at once; a row the broker refuses for a reason not known
+// to be final is dead-lettered after max attempts (WithMaxAttempts). A
+// dead-lettered row is marked failed in the outbox, counted in
+// starpipe_outbox_dead_lettered_total, fails the run or ledger row it
+// queued (with the reason, in the API), and goes to starpipe.dlq (its
+// payload dropped when that does not fit either). It no longer holds back
+// the rows behind it, its own key's included. Failures that say nothing
+// about a row (the broker unreachable, a leader election, failed
+// authentication) never dead-letter anything: they are retried with
+// backoff for as long as they last.
 package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,9 +46,9 @@ type Publisher interface {
 // it.
 type Outbox interface {
 	// RelayOutbox claims up to limit pending rows, calls publish with them
-	// in id order and marks them sent when it returns nil, all in one
-	// transaction.
-	RelayOutbox(ctx context.Context, limit int, publish func(context.Context, []store.OutboxMessage) error) (int, error)
+	// in id order and records, row by row, what publish reports, all in
+	// one transaction.
+	RelayOutbox(ctx context.Context, limit int, publish func(context.Context, []store.OutboxMessage) store.OutboxResult) (store.OutboxResult, error)
 	// ListenOutbox calls notify whenever rows were committed, until ctx
 	// ends (nil) or the connection fails (an error).
 	ListenOutbox(ctx context.Context, notify func()) error
@@ -40,15 +58,29 @@ type Outbox interface {
 // the run moves from received to queued.
 const HeaderRunID = store.HeaderRunID
 
+// DefaultMaxAttempts is how many times the broker may refuse a row, for a
+// reason not known to be final, before the row is dead-lettered.
+const DefaultMaxAttempts = 5
+
+// Headers of a dead-lettered row's copy in starpipe.dlq, besides the row's
+// own and bus.HeaderError, bus.HeaderOriginalTopic, bus.HeaderFailedAt
+// and bus.HeaderValueDropped.
+const HeaderOutboxID = "outbox_id"
+
+// maxErrorHeader bounds the error text in a DLQ copy's header.
+const maxErrorHeader = 2048
+
 // Relay moves outbox rows to Kafka.
 type Relay struct {
-	ob        Outbox
-	pub       Publisher
-	log       *slog.Logger
-	batch     int
-	poll      time.Duration
-	published prometheus.Counter
-	failures  prometheus.Counter
+	ob           Outbox
+	pub          Publisher
+	log          *slog.Logger
+	batch        int
+	poll         time.Duration
+	maxAttempts  int
+	published    prometheus.Counter
+	failures     prometheus.Counter
+	deadLettered prometheus.Counter
 }
 
 // Option configures a Relay.
@@ -67,9 +99,20 @@ func WithBatchSize(n int) Option {
 	}
 }
 
+// WithMaxAttempts sets how many times the broker may refuse a row, for a
+// reason not known to be final, before it is dead-lettered
+// (relay.max_attempts); below 1 means DefaultMaxAttempts.
+func WithMaxAttempts(n int) Option {
+	return func(r *Relay) {
+		if n > 0 {
+			r.maxAttempts = n
+		}
+	}
+}
+
 // WithMetrics registers the relay's counters.
 func WithMetrics(reg prometheus.Registerer) Option {
-	return func(r *Relay) { reg.MustRegister(r.published, r.failures) }
+	return func(r *Relay) { reg.MustRegister(r.published, r.failures, r.deadLettered) }
 }
 
 // New builds a relay over the outbox (a *store.Store).
@@ -78,16 +121,21 @@ func New(ob Outbox, pub Publisher, log *slog.Logger, opts ...Option) *Relay {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Relay{
-		ob:    ob,
-		pub:   pub,
-		log:   log.With("component", "relay"),
-		batch: 200,
-		poll:  time.Second,
+		ob:          ob,
+		pub:         pub,
+		log:         log.With("component", "relay"),
+		batch:       200,
+		poll:        time.Second,
+		maxAttempts: DefaultMaxAttempts,
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "starpipe_outbox_published_total", Help: "Outbox messages delivered to Kafka.",
 		}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "starpipe_outbox_publish_failures_total", Help: "Failed attempts to deliver outbox messages.",
+		}),
+		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "starpipe_outbox_dead_lettered_total",
+			Help: "Outbox messages given up on: refused by the broker for good or too often; their runs failed.",
 		}),
 	}
 	for _, o := range opts {
@@ -159,29 +207,200 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 	}
 }
 
-// Drain delivers one batch of pending rows and returns how many it sent.
+// Drain delivers one batch of pending rows and returns how many it sent
+// or dead-lettered (rows it is done with).
 func (r *Relay) Drain(ctx context.Context) (int, error) {
-	sent, err := r.ob.RelayOutbox(ctx, r.batch, r.publish)
-	if err != nil {
-		return 0, err
-	}
-	r.published.Add(float64(sent))
-	return sent, nil
+	res, err := r.ob.RelayOutbox(ctx, r.batch, r.publish)
+	// res holds only what was committed: after a database error, nothing.
+	r.published.Add(float64(len(res.Sent)))
+	r.deadLettered.Add(float64(len(res.Dead)))
+	return len(res.Sent) + len(res.Dead), err
 }
 
-// publish sends consecutive rows of one topic in one call, in id order, so
-// a key's messages keep their order on its partition.
-func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) error {
+// publish sends the claimed rows in id order, consecutive rows of one
+// topic in one call, so that a key's messages keep their order on its
+// partition, and reports each row's outcome. A row that fails holds back
+// the later rows of its key for this pass; a failure that blames no row
+// (the broker unreachable) ends the pass.
+func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) store.OutboxResult {
+	res := store.OutboxResult{Dead: map[int64]string{}}
+	held := map[[2]string]bool{}
 	for i := 0; i < len(msgs); {
 		j := i
-		var batch []bus.Message
+		var group []store.OutboxMessage
 		for ; j < len(msgs) && msgs[j].Topic == msgs[i].Topic; j++ {
-			batch = append(batch, bus.Message{Key: []byte(msgs[j].Key), Value: msgs[j].Payload, Headers: msgs[j].Headers})
+			if !held[keyOf(msgs[j])] {
+				group = append(group, msgs[j])
+			}
 		}
-		if err := r.pub.Publish(ctx, msgs[i].Topic, batch...); err != nil {
-			return fmt.Errorf("publishing %d outbox messages to %s: %w", len(batch), msgs[i].Topic, err)
+		if !r.publishGroup(ctx, msgs[i].Topic, group, &res, held) {
+			break
 		}
 		i = j
 	}
-	return nil
+	return res
+}
+
+func keyOf(m store.OutboxMessage) [2]string { return [2]string{m.Topic, m.Key} }
+
+// publishGroup publishes rows of one topic and records their outcomes in
+// res; it returns false when the pass must end.
+func (r *Relay) publishGroup(ctx context.Context, topic string, group []store.OutboxMessage, res *store.OutboxResult, held map[[2]string]bool) bool {
+	ids := func(ms []store.OutboxMessage) []int64 {
+		out := make([]int64, len(ms))
+		for i, m := range ms {
+			out[i] = m.ID
+		}
+		return out
+	}
+	for len(group) > 0 {
+		batch := make([]bus.Message, len(group))
+		for i, m := range group {
+			batch[i] = bus.Message{Key: []byte(m.Key), Value: m.Payload, Headers: m.Headers}
+		}
+		err := r.pub.Publish(ctx, topic, batch...)
+		if err == nil {
+			res.Sent = append(res.Sent, ids(group)...)
+			return true
+		}
+		err = fmt.Errorf("publishing %d outbox messages to %s: %w", len(group), topic, err)
+		// Refused before anything was sent: that row goes, the rest is
+		// sent again.
+		if tl, ok := errors.AsType[*bus.MessageTooLargeError](err); ok && tl.Index >= 0 && tl.Index < len(group) {
+			m := group[tl.Index]
+			rest := append(group[:tl.Index:tl.Index], group[tl.Index+1:]...)
+			if !r.deadLetter(ctx, m, fmt.Errorf("publishing outbox row %d to %s: %w", m.ID, topic, tl), res) {
+				// It stays pending, and so do the rows of its key behind it.
+				res.Failed = append(res.Failed, m.ID)
+				held[keyOf(m)] = true
+				rest = slices.DeleteFunc(rest, func(o store.OutboxMessage) bool { return o.ID > m.ID && keyOf(o) == keyOf(m) })
+			}
+			group = rest
+			continue
+		}
+		pe, ok := errors.AsType[*bus.PublishError](err)
+		if !ok || len(pe.Errs) != len(group) {
+			// Nothing to blame a row for: the broker is unreachable, or
+			// the client cannot work. Retry it all later.
+			res.Failed = append(res.Failed, ids(group)...)
+			res.Err = err
+			return false
+		}
+		if len(group) > 1 && slices.ContainsFunc(pe.Errs, func(e error) bool { return bus.RefusalOf(e) != bus.NotRefused }) {
+			// A broker refuses a whole record batch for one message in
+			// it (over message.max.bytes, say), so the refusal blames no
+			// message in particular: ask again one at a time, so that
+			// only the message at fault is refused.
+			for i, m := range group {
+				switch {
+				case pe.Errs[i] == nil:
+					res.Sent = append(res.Sent, m.ID)
+				case held[keyOf(m)]:
+					// Its key's earlier row failed just now: not tried.
+				case !r.publishGroup(ctx, topic, group[i:i+1], res, held):
+					return false
+				}
+			}
+			return true
+		}
+		return r.perMessage(ctx, group, pe.Errs, err, res, held)
+	}
+	return true
+}
+
+// perMessage records the outcome of each row of a call the broker
+// answered message by message.
+func (r *Relay) perMessage(ctx context.Context, group []store.OutboxMessage, errs []error, callErr error, res *store.OutboxResult, held map[[2]string]bool) bool {
+	goOn := true
+	for i, m := range group {
+		e := errs[i]
+		if e == nil {
+			// Delivered, even behind a row of its key that was not: it
+			// cannot be taken back, and sending it again would not
+			// restore the order.
+			res.Sent = append(res.Sent, m.ID)
+			continue
+		}
+		rowErr := fmt.Errorf("publishing outbox row %d to %s: %w", m.ID, m.Topic, e)
+		switch bus.RefusalOf(e) {
+		case bus.RefusedForGood:
+			if r.deadLetter(ctx, m, rowErr, res) {
+				continue
+			}
+			goOn = false
+		case bus.Refused:
+			if m.Refusals+1 >= r.maxAttempts {
+				if r.deadLetter(ctx, m, fmt.Errorf("refused %d times (relay.max_attempts): %w", m.Refusals+1, rowErr), res) {
+					continue
+				}
+				goOn = false
+			} else {
+				res.Refused = append(res.Refused, m.ID)
+				held[keyOf(m)] = true
+				if res.Err == nil {
+					res.Err = rowErr
+				}
+				continue
+			}
+		default:
+			goOn = false
+		}
+		res.Failed = append(res.Failed, m.ID)
+		held[keyOf(m)] = true
+		if res.Err == nil {
+			res.Err = callErr
+		}
+	}
+	return goOn
+}
+
+// deadLetter puts a copy of m in starpipe.dlq (without its payload when
+// the copy does not fit, and as a bare notice naming the row when even
+// that does not) and records m as dead in res. It reports false, with
+// res.Err set, when the DLQ cannot be written to: the row then stays
+// pending, to be refused and dead-lettered again on a later pass, since a
+// row given up on must leave a trace in Kafka as well as in the database.
+func (r *Relay) deadLetter(ctx context.Context, m store.OutboxMessage, cause error, res *store.OutboxResult) bool {
+	errText := cause.Error()
+	if len(errText) > maxErrorHeader {
+		errText = errText[:maxErrorHeader]
+	}
+	notice := map[string]string{
+		bus.HeaderError:         errText,
+		bus.HeaderOriginalTopic: m.Topic,
+		bus.HeaderFailedAt:      time.Now().UTC().Format(time.RFC3339Nano),
+		HeaderOutboxID:          strconv.FormatInt(m.ID, 10),
+	}
+	hdr := maps.Clone(m.Headers)
+	if hdr == nil {
+		hdr = map[string]string{}
+	}
+	maps.Copy(hdr, notice)
+	copies := []bus.Message{
+		{Key: []byte(m.Key), Value: m.Payload, Headers: hdr},
+		{Key: []byte(m.Key), Headers: withDropped(hdr)},
+		{Headers: withDropped(notice)},
+	}
+	var err error
+	for _, c := range copies {
+		if err = r.pub.Publish(ctx, bus.TopicDLQ, c); err == nil || !errors.Is(err, bus.ErrMessageTooLarge) {
+			break
+		}
+	}
+	if err != nil {
+		if res.Err == nil {
+			res.Err = fmt.Errorf("dead-lettering outbox row %d: %w", m.ID, err)
+		}
+		return false
+	}
+	r.log.Error("outbox row dead-lettered", "outbox_id", m.ID, "topic", m.Topic, "key", m.Key,
+		"run_id", m.Headers[HeaderRunID], "err", cause)
+	res.Dead[m.ID] = cause.Error()
+	return true
+}
+
+func withDropped(h map[string]string) map[string]string {
+	h = maps.Clone(h)
+	h[bus.HeaderValueDropped] = "true"
+	return h
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/starpipe/starpipe/bus"
@@ -33,7 +34,10 @@ func (OutboxPublisher) PublishScanRequest(ctx context.Context, q *store.Tx, req 
 	if err != nil {
 		return err
 	}
-	if _, err := store.Enqueue(ctx, q, bus.TopicScanRequests, req.Schedule, payload, nil); err != nil {
+	// The ledger id header lets the relay fail the ledger row should the
+	// request ever be dead-lettered instead of delivered.
+	hdr := map[string]string{store.HeaderLedgerID: strconv.FormatInt(req.LedgerID, 10)}
+	if _, err := store.Enqueue(ctx, q, bus.TopicScanRequests, req.Schedule, payload, hdr); err != nil {
 		return fmt.Errorf("queueing scan request for %s: %w", req.Schedule, err)
 	}
 	return nil

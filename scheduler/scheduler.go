@@ -416,9 +416,11 @@ func (s *Scheduler) fire(ctx context.Context, sc store.Schedule, due time.Time, 
 		CatchUp:       catchUp,
 		Now:           now,
 		AbandonBefore: now.Add(-s.opt.AbandonAfter),
-		Enqueue: func(ctx context.Context, q *store.Tx, ledgerID int64) error {
+		// The request names the schedule and the version claimed, read
+		// under the claim's lock; the worker loads that version.
+		Enqueue: func(ctx context.Context, q *store.Tx, c store.Claim) error {
 			return s.opt.Publisher.PublishScanRequest(ctx, q, ScanRequest{
-				LedgerID: ledgerID, Schedule: sc.Name, Due: due, CatchUp: catchUp, Spec: sc.Spec,
+				LedgerID: c.LedgerID, Schedule: sc.Name, Version: c.Version, Due: due, CatchUp: catchUp,
 			})
 		},
 	}

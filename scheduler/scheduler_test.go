@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -111,16 +112,16 @@ func wantLedger(t *testing.T, st *store.Store, name string, want ...row) []store
 // requests returns the scan requests in the outbox, in order.
 func requests(t *testing.T, st *store.Store) []scheduler.ScanRequest {
 	t.Helper()
-	rows, err := storetest.SQL(t, st).Query(t.Context(), `SELECT topic, key, payload FROM outbox ORDER BY id`)
+	rows, err := storetest.SQL(t, st).Query(t.Context(), `SELECT topic, key, payload, coalesce(headers->>'ledger_id', '') FROM outbox ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	var out []scheduler.ScanRequest
 	for rows.Next() {
-		var topic, key string
+		var topic, key, ledgerHeader string
 		var payload []byte
-		if err := rows.Scan(&topic, &key, &payload); err != nil {
+		if err := rows.Scan(&topic, &key, &payload, &ledgerHeader); err != nil {
 			t.Fatal(err)
 		}
 		if topic != bus.TopicScanRequests {
@@ -132,6 +133,14 @@ func requests(t *testing.T, st *store.Store) []scheduler.ScanRequest {
 		}
 		if key != req.Schedule {
 			t.Fatalf("outbox key %q, want the schedule name %q", key, req.Schedule)
+		}
+		if ledgerHeader != strconv.FormatInt(req.LedgerID, 10) {
+			t.Fatalf("outbox ledger_id header %q, want %d", ledgerHeader, req.LedgerID)
+		}
+		// The request names the schedule; its definition stays in the
+		// database.
+		if strings.Contains(string(payload), "cadence") || strings.Contains(string(payload), "targets") {
+			t.Fatalf("scan request carries the schedule's definition: %s", payload)
 		}
 		out = append(out, req)
 	}
@@ -184,7 +193,7 @@ func TestTwoLeadersFireOnce(t *testing.T) {
 		t.Fatalf("%d scan requests, want 3: %+v", len(reqs), reqs)
 	}
 	for i, r := range reqs {
-		if r.Schedule != "web" || !r.Due.Equal(day(i)) || r.CatchUp || !strings.Contains(string(r.Spec), `"daily@02:00"`) {
+		if r.Schedule != "web" || !r.Due.Equal(day(i)) || r.CatchUp || r.Version != 1 || r.LedgerID != ledger(t, st, "web")[i].ID {
 			t.Errorf("request %d = %+v", i, r)
 		}
 	}

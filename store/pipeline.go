@@ -63,11 +63,12 @@ func Enqueue(ctx context.Context, tx *Tx, topic, key string, payload []byte, hea
 	return id, nil
 }
 
-// PendingOutbox counts unsent rows: the delivery backlog an operator
-// watches when the brokers are away.
+// PendingOutbox counts rows still to be delivered (neither sent nor
+// dead-lettered): the delivery backlog an operator watches when the
+// brokers are away.
 func (s *Store) PendingOutbox(ctx context.Context) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL`).Scan(&n)
 	return n, err
 }
 

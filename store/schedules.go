@@ -43,6 +43,12 @@ type Schedule struct {
 	Spec     json.RawMessage
 
 	// Set by the store; UpsertSchedule ignores them.
+	//
+	// Version counts the schedule's changes: 1 when created, one more on
+	// every update, revival or deletion. A scan request names the version
+	// it was claimed under, and the worker runs the schedule only while it
+	// is still that version.
+	Version     int64
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	UpdatedBy   string
@@ -63,6 +69,10 @@ type LedgerEntry struct {
 	Due      time.Time `json:"due"`
 	Status   string    `json:"status"`
 	CatchUp  bool      `json:"catch_up"`
+	// ScheduleVersion is the version of the schedule the due time was
+	// claimed under (Schedule.Version); 0 for rows that were not claimed
+	// to run (skipped, missed) and rows from before versions were kept.
+	ScheduleVersion int64 `json:"schedule_version,omitempty"`
 	// RunID is the first run the due time produced (Runs[0] when it was
 	// recorded with its runs), kept for readers of the single-run ledger.
 	RunID string `json:"run_id,omitempty"`
@@ -194,7 +204,8 @@ func (s *Store) upsertSchedule(ctx context.Context, tx pgx.Tx, sc Schedule, acto
 		// Revival: due times while it was deleted were never owed.
 		_, err := tx.Exec(ctx, `
 			UPDATE schedules SET spec = $2::jsonb, kind = $3, enabled = $4, cadence = $5, timezone = $6,
-			       start = $7, updated_by = $8, updated_at = now(), active_since = now(), deleted_at = NULL
+			       start = $7, updated_by = $8, updated_at = now(), active_since = now(), deleted_at = NULL,
+			       version = version + 1
 			WHERE name = $1`,
 			sc.Name, string(sc.Spec), sc.Kind, sc.Enabled, sc.Cadence, sc.Timezone, sc.Start, actor)
 		if err != nil {
@@ -211,7 +222,7 @@ func (s *Store) upsertSchedule(ctx context.Context, tx pgx.Tx, sc Schedule, acto
 	restart := sc.Cadence != oldCadence || sc.Timezone != oldTZ || sc.Start != oldStart || (sc.Enabled && !oldEnabled)
 	_, err = tx.Exec(ctx, `
 		UPDATE schedules SET spec = $2::jsonb, kind = $3, enabled = $4, cadence = $5, timezone = $6,
-		       start = $7, updated_by = $8, updated_at = now(),
+		       start = $7, updated_by = $8, updated_at = now(), version = version + 1,
 		       active_since = CASE WHEN $9 THEN now() ELSE active_since END
 		WHERE name = $1`,
 		sc.Name, string(sc.Spec), sc.Kind, sc.Enabled, sc.Cadence, sc.Timezone, sc.Start, actor, restart)
@@ -251,7 +262,8 @@ func (s *Store) DeleteSchedule(ctx context.Context, name, actor string) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		var before json.RawMessage
 		err := tx.QueryRow(ctx, `
-			UPDATE schedules SET deleted_at = now(), enabled = false, updated_at = now(), updated_by = $2
+			UPDATE schedules SET deleted_at = now(), enabled = false, updated_at = now(), updated_by = $2,
+			       version = version + 1
 			WHERE name = $1 AND deleted_at IS NULL
 			RETURNING spec`, name, actor).Scan(&before)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -265,7 +277,7 @@ func (s *Store) DeleteSchedule(ctx context.Context, name, actor string) error {
 }
 
 const scheduleQuery = `
-	SELECT s.name, s.kind, s.enabled, s.cadence, s.timezone, s.start, s.spec, s.created_at, s.updated_at,
+	SELECT s.name, s.kind, s.enabled, s.cadence, s.timezone, s.start, s.spec, s.version, s.created_at, s.updated_at,
 	       s.updated_by, s.active_since, s.last_fired_due, l.status, l.due_at
 	FROM schedules s
 	LEFT JOIN LATERAL (
@@ -281,7 +293,7 @@ func scanSchedule(row pgx.CollectableRow) (Schedule, error) {
 		lastStatus *string
 		lastDue    *time.Time
 	)
-	err := row.Scan(&sc.Name, &sc.Kind, &sc.Enabled, &sc.Cadence, &sc.Timezone, &sc.Start, &sc.Spec,
+	err := row.Scan(&sc.Name, &sc.Kind, &sc.Enabled, &sc.Cadence, &sc.Timezone, &sc.Start, &sc.Spec, &sc.Version,
 		&sc.CreatedAt, &sc.UpdatedAt, &sc.UpdatedBy, &sc.ActiveSince, &last, &lastStatus, &lastDue)
 	if last != nil {
 		sc.LastFiredDue = *last
@@ -332,9 +344,10 @@ type ClaimRequest struct {
 	// lost scan request cannot block the schedule forever.
 	AbandonBefore time.Time
 	// Enqueue is called inside the claim's transaction when the run may
-	// start (status pending), with the new ledger id, to queue the scan
-	// request in the outbox: the claim and the request commit together.
-	Enqueue func(ctx context.Context, tx *Tx, ledgerID int64) error
+	// start (status pending), with the claim (its new ledger id and the
+	// schedule version it was claimed under), to queue the scan request in
+	// the outbox: the claim and the request commit together.
+	Enqueue func(ctx context.Context, tx *Tx, c Claim) error
 }
 
 // Claim is what ClaimDue did.
@@ -348,6 +361,10 @@ type Claim struct {
 	// Claimed, whatever the existing row holds.
 	Status  string
 	Blocker int64
+	// Version is the schedule's version when the claim was made, read
+	// under the claim's lock: the version the scan request names. Zero
+	// when not Claimed.
+	Version int64
 }
 
 // ClaimDue is the exactly-once claim for one due time: it inserts the
@@ -361,8 +378,11 @@ func (s *Store) ClaimDue(ctx context.Context, req ClaimRequest) (Claim, error) {
 		c = Claim{}
 		// Locking the schedule row serialises claims of one schedule, so
 		// that the overlap check below sees every earlier claim.
-		var deleted bool
-		err := tx.QueryRow(ctx, `SELECT deleted_at IS NOT NULL FROM schedules WHERE name = $1 FOR UPDATE`, req.Schedule).Scan(&deleted)
+		var (
+			deleted bool
+			version int64
+		)
+		err := tx.QueryRow(ctx, `SELECT deleted_at IS NOT NULL, version FROM schedules WHERE name = $1 FOR UPDATE`, req.Schedule).Scan(&deleted, &version)
 		if errors.Is(err, pgx.ErrNoRows) || deleted {
 			return ErrNotFound
 		}
@@ -393,11 +413,11 @@ func (s *Store) ClaimDue(ctx context.Context, req ClaimRequest) (Claim, error) {
 			errText = "overlaps run " + strconv.FormatInt(c.Blocker, 10) + " of the ledger, which has not finished"
 		}
 		err = tx.QueryRow(ctx, `
-			INSERT INTO schedule_ledger (schedule, due_at, status, catch_up, claimed_at, error)
-			VALUES ($1, $2, $3, $4, $5, nullif($6, ''))
+			INSERT INTO schedule_ledger (schedule, due_at, status, catch_up, claimed_at, error, schedule_version)
+			VALUES ($1, $2, $3, $4, $5, nullif($6, ''), CASE WHEN $3 = 'pending' THEN $7::bigint END)
 			ON CONFLICT (schedule, due_at, catch_up) DO NOTHING
 			RETURNING id`,
-			req.Schedule, req.Due, c.Status, req.CatchUp, req.Now, errText).Scan(&c.LedgerID)
+			req.Schedule, req.Due, c.Status, req.CatchUp, req.Now, errText, version).Scan(&c.LedgerID)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			c.Blocker = 0
@@ -410,12 +430,15 @@ func (s *Store) ClaimDue(ctx context.Context, req ClaimRequest) (Claim, error) {
 			return err
 		default:
 			c.Claimed = true
+			if c.Status == LedgerPending {
+				c.Version = version
+			}
 		}
 		if err := advanceWatermark(ctx, tx, req.Schedule, req.Due); err != nil {
 			return err
 		}
 		if c.Claimed && c.Status == LedgerPending && req.Enqueue != nil {
-			return req.Enqueue(ctx, &Tx{tx: tx}, c.LedgerID)
+			return req.Enqueue(ctx, &Tx{tx: tx}, c)
 		}
 		return nil
 	})
@@ -576,51 +599,68 @@ func (s *Store) ListLedger(ctx context.Context, schedule string, from, to time.T
 	if !to.IsZero() {
 		toArg = &to
 	}
-	// The runs come in the same query, as one JSON array per row: a
-	// ledger page costs one round trip however many runs its rows hold.
-	rows, _ := s.pool.Query(ctx, `
-		SELECT id, schedule, due_at, status, catch_up, coalesce(run_id::text, ''), claimed_at,
-		       started_at, finished_at, coalesce(error, ''),
-		       coalesce((
-		           SELECT json_agg(json_build_object('id', r.id, 'scope', r.scope, 'tool', r.tool,
-		                                             'status', r.status, 'error', coalesce(r.error, ''))
-		                           ORDER BY r.created_at, r.id)
-		           FROM ledger_runs lr JOIN scan_runs r ON r.id = lr.run_id
-		           WHERE lr.ledger_id = l.id), '[]')
-		FROM schedule_ledger l
+	rows, _ := s.pool.Query(ctx, ledgerQuery+`
 		WHERE ($1 = '' OR schedule = $1)
 		  AND ($2::timestamptz IS NULL OR due_at >= $2)
 		  AND ($3::timestamptz IS NULL OR due_at < $3)
 		ORDER BY due_at, schedule, catch_up, id`, schedule, fromArg, toArg)
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (LedgerEntry, error) {
-		var (
-			e                 LedgerEntry
-			started, finished *time.Time
-			runs              []byte
-		)
-		err := row.Scan(&e.ID, &e.Schedule, &e.Due, &e.Status, &e.CatchUp, &e.RunID, &e.ClaimedAt,
-			&started, &finished, &e.Error, &runs)
-		if err != nil {
-			return e, err
-		}
-		if err := json.Unmarshal(runs, &e.Runs); err != nil {
-			return e, fmt.Errorf("ledger row %d runs: %w", e.ID, err)
-		}
-		if e.Runs == nil {
-			e.Runs = []LedgerRun{}
-		}
-		if started != nil {
-			e.StartedAt = *started
-		}
-		if finished != nil {
-			e.FinishedAt = *finished
-		}
-		return e, nil
-	})
+	out, err := pgx.CollectRows(rows, scanLedgerEntry)
 	if err != nil {
 		return nil, fmt.Errorf("listing the ledger: %w", err)
 	}
 	return out, nil
+}
+
+// GetLedgerEntry returns one ledger row by id, or ErrNotFound.
+func (s *Store) GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, error) {
+	rows, _ := s.pool.Query(ctx, ledgerQuery+` WHERE id = $1`, id)
+	e, err := pgx.CollectExactlyOneRow(rows, scanLedgerEntry)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return LedgerEntry{}, fmt.Errorf("ledger row %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return LedgerEntry{}, fmt.Errorf("reading ledger row %d: %w", id, err)
+	}
+	return e, nil
+}
+
+// ledgerQuery reads ledger rows with their runs, as one JSON array per
+// row: a ledger page costs one round trip however many runs its rows hold.
+const ledgerQuery = `
+	SELECT id, schedule, due_at, status, catch_up, coalesce(schedule_version, 0), coalesce(run_id::text, ''),
+	       claimed_at, started_at, finished_at, coalesce(error, ''),
+	       coalesce((
+	           SELECT json_agg(json_build_object('id', r.id, 'scope', r.scope, 'tool', r.tool,
+	                                             'status', r.status, 'error', coalesce(r.error, ''))
+	                           ORDER BY r.created_at, r.id)
+	           FROM ledger_runs lr JOIN scan_runs r ON r.id = lr.run_id
+	           WHERE lr.ledger_id = l.id), '[]')
+	FROM schedule_ledger l`
+
+func scanLedgerEntry(row pgx.CollectableRow) (LedgerEntry, error) {
+	var (
+		e                 LedgerEntry
+		started, finished *time.Time
+		runs              []byte
+	)
+	err := row.Scan(&e.ID, &e.Schedule, &e.Due, &e.Status, &e.CatchUp, &e.ScheduleVersion, &e.RunID, &e.ClaimedAt,
+		&started, &finished, &e.Error, &runs)
+	if err != nil {
+		return e, err
+	}
+	if err := json.Unmarshal(runs, &e.Runs); err != nil {
+		return e, fmt.Errorf("ledger row %d runs: %w", e.ID, err)
+	}
+	if e.Runs == nil {
+		e.Runs = []LedgerRun{}
+	}
+	if started != nil {
+		e.StartedAt = *started
+	}
+	if finished != nil {
+		e.FinishedAt = *finished
+	}
+	return e, nil
 }
 
 // LeaderSession is a dedicated connection holding a session-level

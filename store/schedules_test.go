@@ -182,8 +182,8 @@ func TestClaimDueExactlyOnce(t *testing.T) {
 		wg.Go(func() {
 			claims[i], errs[i] = s.ClaimDue(ctx, store.ClaimRequest{
 				Schedule: "web", Due: due, Now: due,
-				Enqueue: func(ctx context.Context, q *store.Tx, id int64) error {
-					_, err := store.Enqueue(ctx, q, "starpipe.scan.requests", "web", fmt.Appendf(nil, `{"ledger_id":%d}`, id), nil)
+				Enqueue: func(ctx context.Context, q *store.Tx, c store.Claim) error {
+					_, err := store.Enqueue(ctx, q, "starpipe.scan.requests", "web", fmt.Appendf(nil, `{"ledger_id":%d}`, c.LedgerID), nil)
 					return err
 				},
 			})
@@ -226,7 +226,7 @@ func TestClaimDueRollsBackWithEnqueue(t *testing.T) {
 	due := time.Date(2030, 1, 1, 2, 0, 0, 0, time.UTC)
 	boom := errors.New("boom")
 	_, err := s.ClaimDue(ctx, store.ClaimRequest{Schedule: "web", Due: due, Now: due,
-		Enqueue: func(context.Context, *store.Tx, int64) error { return boom }})
+		Enqueue: func(context.Context, *store.Tx, store.Claim) error { return boom }})
 	if !errors.Is(err, boom) {
 		t.Fatalf("ClaimDue = %v, want boom", err)
 	}
@@ -372,4 +372,77 @@ func TestTryLeadIsExclusive(t *testing.T) {
 		t.Fatalf("TryLead after the leader closed = %v, %v", ok, err)
 	}
 	_ = b.Close(ctx)
+}
+
+// TestScheduleVersion: every change of a schedule, and only a change,
+// counts a version; a claim records the version it was made under, on the
+// ledger row and in the Claim, and only for a run that will be fired.
+func TestScheduleVersion(t *testing.T) {
+	t.Parallel()
+	s, _ := storetest.New(t)
+	ctx := t.Context()
+	version := func() int64 {
+		t.Helper()
+		got, err := s.GetSchedule(ctx, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Version
+	}
+	steps := []struct {
+		name   string
+		change func() error
+		want   int64
+	}{
+		{"create", func() error { return s.CreateSchedule(ctx, sched("web", "daily@02:00", true, "http://a:1"), "alice") }, 1},
+		{"same definition", func() error {
+			_, err := s.UpsertSchedule(ctx, sched("web", "daily@02:00", true, "http://a:1"), "bob")
+			return err
+		}, 1},
+		{"new target", func() error { return s.UpdateSchedule(ctx, sched("web", "daily@02:00", true, "http://b:1"), "bob") }, 2},
+		{"disable", func() error { return s.UpdateSchedule(ctx, sched("web", "daily@02:00", false, "http://b:1"), "bob") }, 3},
+		{"enable", func() error { return s.UpdateSchedule(ctx, sched("web", "daily@02:00", true, "http://b:1"), "bob") }, 4},
+	}
+	for _, st := range steps {
+		if err := st.change(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if v := version(); v != st.want {
+			t.Fatalf("after %s: version %d, want %d", st.name, v, st.want)
+		}
+	}
+
+	due := time.Date(2030, 1, 1, 2, 0, 0, 0, time.UTC)
+	var enqueued store.Claim
+	c, err := s.ClaimDue(ctx, store.ClaimRequest{Schedule: "web", Due: due, Now: due,
+		Enqueue: func(_ context.Context, _ *store.Tx, c store.Claim) error { enqueued = c; return nil }})
+	if err != nil || !c.Claimed || c.Version != 4 || enqueued != c {
+		t.Fatalf("claim = %+v (enqueued with %+v), %v; want claimed under version 4", c, enqueued, err)
+	}
+	// The next due time overlaps the pending run: skipped, no version.
+	skipped, err := s.ClaimDue(ctx, store.ClaimRequest{Schedule: "web", Due: due.Add(24 * time.Hour), Now: due.Add(24 * time.Hour)})
+	if err != nil || skipped.Status != store.LedgerSkipped || skipped.Version != 0 {
+		t.Fatalf("overlapping claim = %+v, %v; want skipped without a version", skipped, err)
+	}
+	e, err := s.GetLedgerEntry(ctx, c.LedgerID)
+	if err != nil || e.ScheduleVersion != 4 || e.Schedule != "web" || !e.Due.Equal(due) || e.Status != store.LedgerPending {
+		t.Fatalf("ledger row = %+v, %v; want pending under version 4", e, err)
+	}
+	if e, err := s.GetLedgerEntry(ctx, skipped.LedgerID); err != nil || e.ScheduleVersion != 0 {
+		t.Fatalf("skipped ledger row = %+v, %v", e, err)
+	}
+	if _, err := s.GetLedgerEntry(ctx, 1<<40); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown ledger row: %v, want ErrNotFound", err)
+	}
+
+	// Deleting and reviving are changes too.
+	if err := s.DeleteSchedule(ctx, "web", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSchedule(ctx, sched("web", "daily@02:00", true, "http://b:1"), "dave"); err != nil {
+		t.Fatal(err)
+	}
+	if v := version(); v != 6 {
+		t.Fatalf("after delete and revival: version %d, want 6", v)
+	}
 }

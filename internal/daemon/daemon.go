@@ -187,7 +187,7 @@ func (d *Daemon) build(ctx context.Context) error {
 	d.intake = pipeline.NewIntake(st, cfg.Ingest.MaxBytes, spool, d.opt.log)
 
 	if cfg.HasRole(config.RoleRelay) {
-		rel := relay.New(st, d.producer, d.opt.log, append([]relay.Option{relay.WithMetrics(d.reg)}, d.opt.relayOpts...)...)
+		rel := relay.New(st, d.producer, d.opt.log, append([]relay.Option{relay.WithMetrics(d.reg), relay.WithMaxAttempts(d.cfg.Relay.MaxAttempts)}, d.opt.relayOpts...)...)
 		d.add(part{name: "relay", stage: stageBackground, run: rel.Run})
 	}
 	if cfg.HasRole(config.RoleIngest) {
@@ -303,6 +303,7 @@ func (d *Daemon) buildWorker() error {
 		// this error until the scanner is installed.
 		d.log.Warn("scans will fail: no scanner", "err", err)
 	}
+	policy := d.schedPolicy
 	wk := worker.New(worker.Options{
 		// The worker's own submissions are not gated: a scan that finishes
 		// while draining still hands in its output.
@@ -311,6 +312,9 @@ func (d *Daemon) buildWorker() error {
 		ScannerPath: d.cfg.Scan.ScannerPath,
 		Analyzers:   d.cfg.Analyzers, WordlistDir: d.cfg.Amass.WordlistDir, Network: d.schedPolicy.Network,
 		MaxScanDuration: d.cfg.Scan.MaxDuration, CodeWorkDir: d.cfg.Scan.CodeWorkDir,
+		// Each stored schedule is checked again, under the bounds it was
+		// saved under, before it runs.
+		Policy: &policy,
 	})
 	h := bus.Handler(wk.Handle)
 	if d.opt.workerWrap != nil {

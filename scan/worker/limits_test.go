@@ -88,7 +88,7 @@ func TestTimeLimitAndConcurrency(t *testing.T) {
 		sp.Targets.Repositories = []string{repo}
 		sp.Code.Analyzer = "cat-sarif"
 		sp.Timeout = spec.Duration(timeout)
-		_, msg := claim(t, st, sp, nil)
+		_, msg := claim(t, st, sp)
 		return msg.Value
 	}
 	publish := func(name string, v []byte) {

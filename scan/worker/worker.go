@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -52,11 +53,12 @@ type Credentials interface {
 	Credential(ctx context.Context, name string) (vault.Credential, error)
 }
 
-// Ledger records and reads the progress of scheduled runs; *store.Store
-// implements it.
+// Ledger records and reads the progress of scheduled runs, and reads the
+// stored schedules they run; *store.Store implements it.
 type Ledger interface {
 	MarkLedger(ctx context.Context, id int64, status string, runIDs []string, errText string) error
-	ListLedger(ctx context.Context, schedule string, from, to time.Time) ([]store.LedgerEntry, error)
+	GetLedgerEntry(ctx context.Context, id int64) (store.LedgerEntry, error)
+	GetSchedule(ctx context.Context, name string) (store.Schedule, error)
 }
 
 // Scanner runs one scanner job in a child process and copies its output
@@ -109,6 +111,14 @@ type Options struct {
 	// allows public addresses only. The probe dials through it, and every
 	// scanner job carries it for the scanner to enforce at connect time.
 	Network *netpolicy.Policy
+
+	// Policy is the admin's bounds on schedules (the daemon's
+	// SchedulePolicy, the one schedules are saved under): every stored
+	// schedule is checked against it again (spec.Validate and spec.Admit)
+	// before it runs, since the configuration may have tightened since it
+	// was saved. Nil: the bounds of Analyzers, WordlistDir and Network,
+	// without the look-ups of names and credential scopes.
+	Policy *spec.Options
 }
 
 // ErrTimeLimit is the cause of a scan stopped by its overall time limit.
@@ -134,6 +144,11 @@ func New(opt Options) *Worker {
 		opt.StateDir = filepath.Join(os.TempDir(), "starpipe-scan")
 	}
 	log := opt.Logger.With("component", "worker")
+	if opt.Policy == nil {
+		opt.Policy = &spec.Options{
+			Analyzers: slices.Sorted(maps.Keys(opt.Analyzers)), WordlistDir: opt.WordlistDir, Network: opt.Network,
+		}
+	}
 	if opt.Scanner == nil {
 		opt.Scanner = NewRunner(opt, log)
 	}
@@ -169,44 +184,35 @@ func (l logWriter) Write(p []byte) (int, error) {
 func Parallel(bus.Message) bool { return true }
 
 // Handle runs one scan request. A scan that fails is recorded as failed in
-// the ledger and not retried: the next due time is the retry. Only a
-// request that cannot be read is poison. A request whose ledger row has
-// already ended (a redelivery after the outcome was recorded) is not run
-// again.
+// the ledger and not retried: the next due time is the retry. A request
+// whose ledger row has already ended (a redelivery after the outcome was
+// recorded) is not run again.
+//
+// The request only names what to run (bus.ScanRequest); what runs is the
+// stored schedule, loaded by load, and only the version the ledger row was
+// claimed under. A request that cannot be read, or that does not match its
+// ledger row, is poison, and the row is left alone: whoever wrote such a
+// message is not the scheduler, and must not be able to fail its runs.
 func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 	req, err := bus.DecodeScanRequest(msg.Value)
 	if err != nil {
 		return err
 	}
 	log := w.log.With("schedule", req.Schedule, "ledger_id", req.LedgerID, "due", req.Due)
-	done, err := w.finished(ctx, req)
-	if err != nil {
+	sp, err := w.load(ctx, log, req)
+	if err != nil || sp == nil {
 		return err
-	}
-	if done != "" {
-		log.Info("scan request already handled", "status", done)
-		return nil
-	}
-	var sp spec.Schedule
-	if err := json.Unmarshal(req.Spec, &sp); err != nil {
-		err = fmt.Errorf("scan request %d: schedule spec: %w", req.LedgerID, err)
-		// Fail the row now rather than leave it pending until it is
-		// abandoned: nothing will ever run it.
-		if merr := w.complete(ctx, log, req.LedgerID, nil, err); merr != nil && !bus.IsPoison(merr) {
-			return merr
-		}
-		return bus.Poison(err)
 	}
 	if err := w.opt.Ledger.MarkLedger(ctx, req.LedgerID, store.LedgerRunning, nil, ""); err != nil {
 		return ledgerError(err)
 	}
-	limit := w.timeLimit(sp)
-	log.Info("scan started", "kind", sp.Kind, "time_limit", limit)
+	limit := w.timeLimit(*sp)
+	log.Info("scan started", "kind", sp.Kind, "version", req.Version, "time_limit", limit)
 	scanCtx, cancel := context.WithCancel(ctx)
 	if limit > 0 {
 		scanCtx, cancel = context.WithTimeoutCause(ctx, limit, ErrTimeLimit)
 	}
-	runs, scanErr := w.scan(scanCtx, sp)
+	runs, scanErr := w.scan(scanCtx, *sp)
 	timedOut := errors.Is(context.Cause(scanCtx), ErrTimeLimit)
 	cancel()
 	if ctx.Err() != nil {
@@ -235,26 +241,78 @@ func (w *Worker) timeLimit(sp spec.Schedule) time.Duration {
 // network is the policy every scanner job carries.
 func (w *Worker) network() *scanexec.Network { return scanexec.NetworkOf(w.opt.Network) }
 
-// finished returns the status of the request's ledger row when it has
-// already ended, and "" when the request is still to be run.
-func (w *Worker) finished(ctx context.Context, req bus.ScanRequest) (string, error) {
-	// The row is found by its schedule and due time (an indexed range) and
-	// picked by id; the window only absorbs timestamp rounding.
-	es, err := w.opt.Ledger.ListLedger(ctx, req.Schedule, req.Due.Add(-time.Second), req.Due.Add(time.Second))
+// load returns the schedule a scan request runs: the stored one, at the
+// version its ledger row was claimed under, admitted by the current
+// policy. It returns nil and no error when there is nothing to run: the
+// row has ended already, or load failed it, saying why:
+//
+//   - the schedule was deleted after the due time;
+//   - it changed after the due time (another version): the run is not
+//     made with a definition nobody scheduled at that time, neither the
+//     old one (an edit may have removed a target that must no longer be
+//     scanned) nor the new one (it was not what was due); the next due
+//     time runs the new version;
+//   - the stored definition cannot be read, or the admin's policy no
+//     longer admits it;
+//   - the row was claimed by a starpipe from before schedule versions.
+func (w *Worker) load(ctx context.Context, log *slog.Logger, req bus.ScanRequest) (*spec.Schedule, error) {
+	e, err := w.opt.Ledger.GetLedgerEntry(ctx, req.LedgerID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, bus.Poison(fmt.Errorf("scan request %d for %s: no such ledger row", req.LedgerID, req.Schedule))
+	}
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	for _, e := range es {
-		if e.ID != req.LedgerID {
-			continue
-		}
-		switch e.Status {
-		case store.LedgerPending, store.LedgerRunning:
-			return "", nil
-		}
-		return e.Status, nil
+	// PostgreSQL keeps microseconds; a due time is a whole minute anyway.
+	if e.Schedule != req.Schedule || e.Due.Sub(req.Due).Abs() >= time.Microsecond || e.CatchUp != req.CatchUp ||
+		(e.ScheduleVersion != 0 && e.ScheduleVersion != req.Version) {
+		return nil, bus.Poison(fmt.Errorf("scan request %d (schedule %s version %d, due %s) does not match its ledger row (schedule %s version %d, due %s): not run",
+			req.LedgerID, req.Schedule, req.Version, req.Due.UTC().Format(time.RFC3339), e.Schedule, e.ScheduleVersion, e.Due.UTC().Format(time.RFC3339)))
 	}
-	return "", bus.Poison(fmt.Errorf("scan request %d for %s: no such ledger row", req.LedgerID, req.Schedule))
+	switch e.Status {
+	case store.LedgerPending, store.LedgerRunning:
+	default:
+		log.Info("scan request already handled", "status", e.Status)
+		return nil, nil
+	}
+	refuse := func(err error) (*spec.Schedule, error) {
+		log.Warn("scan not run", "err", err)
+		return nil, w.complete(ctx, log, req.LedgerID, nil, err)
+	}
+	if e.ScheduleVersion == 0 {
+		return refuse(fmt.Errorf("schedule %s: this run was claimed before schedules had versions (an older starpipe) and is not run; the next due time runs the stored schedule", req.Schedule))
+	}
+	sc, err := w.opt.Ledger.GetSchedule(ctx, req.Schedule)
+	if errors.Is(err, store.ErrNotFound) {
+		return refuse(fmt.Errorf("schedule %s was deleted after this run was due; not run", req.Schedule))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if sc.Version != e.ScheduleVersion {
+		return refuse(fmt.Errorf("schedule %s changed since this run was due (version %d, now %d); not run: the next due time runs the current version",
+			req.Schedule, e.ScheduleVersion, sc.Version))
+	}
+	sp, err := sc.Definition()
+	if err == nil && sp.Name != sc.Name {
+		err = fmt.Errorf("stored definition is named %q", sp.Name)
+	}
+	if err != nil {
+		return refuse(fmt.Errorf("schedule %s version %d: unreadable stored definition: %w", req.Schedule, sc.Version, err))
+	}
+	sp.SetDefaults()
+	err = sp.Validate(*w.opt.Policy)
+	if err == nil {
+		err = spec.Admit(ctx, sp, *w.opt.Policy)
+	}
+	var fe *spec.FieldError
+	if errors.As(err, &fe) {
+		return refuse(fmt.Errorf("schedule %s version %d is not admitted by the daemon's configuration: %w; not run", req.Schedule, sc.Version, err))
+	}
+	if err != nil {
+		return nil, err // a look-up failed (the database): try again
+	}
+	return &sp, nil
 }
 
 // complete records the outcome with every run the scan produced. A row

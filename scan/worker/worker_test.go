@@ -765,9 +765,9 @@ func TestCodeScan(t *testing.T) {
 }
 
 // claim records a due time of a new schedule in the ledger, as the
-// scheduler does, and returns the scan request for it (with spec as its
-// schedule, when not nil).
-func claim(t *testing.T, st *store.Store, sp spec.Schedule, specJSON []byte) (int64, bus.Message) {
+// scheduler does, and returns the scan request the scheduler would queue
+// for it.
+func claim(t *testing.T, st *store.Store, sp spec.Schedule) (int64, bus.Message) {
 	t.Helper()
 	if _, err := scheduler.Apply(t.Context(), st, []spec.Schedule{sp}, "test", spec.Options{Analyzers: slices.Collect(maps.Keys(testAnalyzers))}); err != nil {
 		t.Fatal(err)
@@ -775,44 +775,16 @@ func claim(t *testing.T, st *store.Store, sp spec.Schedule, specJSON []byte) (in
 	due := time.Now().Add(time.Minute).Truncate(time.Minute)
 	c, err := st.ClaimDue(t.Context(), store.ClaimRequest{
 		Schedule: sp.Name, Due: due, Now: due, AbandonBefore: due.Add(-time.Hour),
-		Enqueue: func(context.Context, *store.Tx, int64) error { return nil },
+		Enqueue: func(context.Context, *store.Tx, store.Claim) error { return nil },
 	})
 	if err != nil || !c.Claimed {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}
-	if specJSON == nil {
-		if specJSON, err = json.Marshal(sp); err != nil {
-			t.Fatal(err)
-		}
-	}
-	v, err := bus.Encode(bus.TypeScanRequest, scheduler.ScanRequest{LedgerID: c.LedgerID, Schedule: sp.Name, Due: due, Spec: specJSON})
+	v, err := bus.Encode(bus.TypeScanRequest, scheduler.ScanRequest{LedgerID: c.LedgerID, Schedule: sp.Name, Version: c.Version, Due: due})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c.LedgerID, bus.Message{Key: []byte(sp.Name), Value: v}
-}
-
-// TestUnreadableSpec hands the worker a request whose schedule cannot be
-// decoded: it is poison, and its ledger row fails at once instead of
-// staying pending until it is abandoned.
-func TestUnreadableSpec(t *testing.T) {
-	t.Parallel()
-	st, _ := storetest.New(t)
-	sp := schedule("odd", finding.KindCode)
-	sp.Targets.Repositories = []string{"/nonexistent"}
-	sp.Code.Analyzer = "true"
-	_, msg := claim(t, st, sp, []byte(`"not a schedule"`))
-	wk := worker.New(worker.Options{Ledger: st, StateDir: t.TempDir(), Logger: testLogger(t)})
-	if err := wk.Handle(t.Context(), msg); !bus.IsPoison(err) {
-		t.Fatalf("Handle = %v, want a poison error", err)
-	}
-	es, err := st.ListLedger(t.Context(), "odd", time.Time{}, time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(es) != 1 || es[0].Status != store.LedgerFailed || !strings.Contains(es[0].Error, "schedule spec") {
-		t.Fatalf("ledger %+v, want one failed row naming the spec", es)
-	}
 }
 
 // abandoningIntake is intake with a twist: while the scan's output is
@@ -841,7 +813,7 @@ func TestAbandonedWhileRunning(t *testing.T) {
 	sp := schedule("slow", finding.KindCode)
 	sp.Targets.Repositories = []string{repo}
 	sp.Code.Analyzer = "cat-sarif"
-	id, msg := claim(t, st, sp, nil)
+	id, msg := claim(t, st, sp)
 	wk := worker.New(worker.Options{
 		Submitter: abandoningIntake{pipeline.NewIntake(st, 64<<20, t.TempDir(), nil), st, id},
 		Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t), ScannerPath: scanexectest.Binary(t),
@@ -950,7 +922,7 @@ func TestScannerCrashes(t *testing.T) {
 		sp := schedule(name, finding.KindCode)
 		sp.Targets.Repositories = []string{repo}
 		sp.Code.Analyzer = "cat-sarif"
-		_, msg := claim(t, st, sp, nil)
+		_, msg := claim(t, st, sp)
 		if err := wk.Handle(t.Context(), msg); err != nil {
 			t.Fatalf("%s: Handle = %v, want nil (the outcome goes to the ledger)", name, err)
 		}
