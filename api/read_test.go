@@ -471,13 +471,13 @@ func TestControlsAPI(t *testing.T) {
 	e := newReadEnv(t)
 	var resp struct {
 		Version string        `json:"version"`
-		Items   []controlItem `json:"items"`
+		Items   []ControlCount `json:"items"`
 	}
 	e.getJSON("/v1/controls", http.StatusOK, &resp)
 	if resp.Version != "4.0.13" || len(resp.Items) == 0 {
 		t.Fatalf("controls = %+v", resp)
 	}
-	i := slices.IndexFunc(resp.Items, func(c controlItem) bool { return c.ID == "TVM-07" })
+	i := slices.IndexFunc(resp.Items, func(c ControlCount) bool { return c.ID == "TVM-07" })
 	if i < 0 {
 		t.Fatalf("no TVM-07 in %+v", resp.Items)
 	}
@@ -494,7 +494,7 @@ func TestControlsAPI(t *testing.T) {
 	}
 
 	e.getJSON("/v1/controls?version=v4.1.0", http.StatusOK, &resp)
-	if resp.Version != "4.1" || !slices.ContainsFunc(resp.Items, func(c controlItem) bool { return c.ID == "TVM-03" && c.Total == 5 }) {
+	if resp.Version != "4.1" || !slices.ContainsFunc(resp.Items, func(c ControlCount) bool { return c.ID == "TVM-03" && c.Total == 5 }) {
 		t.Fatalf("4.1 controls = %+v", resp)
 	}
 	e.getJSON("/v1/controls?all=true", http.StatusOK, &resp)

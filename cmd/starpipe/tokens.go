@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/starpipe/starpipe/api"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -67,7 +68,7 @@ func newTokensCmd() *cobra.Command {
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				for _, t := range toks {
-					if err := enc.Encode(t); err != nil {
+					if err := enc.Encode(api.TokenOf(t)); err != nil {
 						return err
 					}
 				}

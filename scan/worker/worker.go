@@ -55,7 +55,7 @@ type Credentials interface {
 // Ledger records and reads the progress of scheduled runs; *store.Store
 // implements it.
 type Ledger interface {
-	MarkLedger(ctx context.Context, id int64, status string, runIDs []string, errText string) error
+	MarkLedger(ctx context.Context, id int64, status finding.LedgerStatus, runIDs []string, errText string) error
 	ListLedger(ctx context.Context, schedule string, from, to time.Time) ([]store.LedgerEntry, error)
 }
 
@@ -176,7 +176,7 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 		}
 		return bus.Poison(err)
 	}
-	if err := w.opt.Ledger.MarkLedger(ctx, req.LedgerID, store.LedgerRunning, nil, ""); err != nil {
+	if err := w.opt.Ledger.MarkLedger(ctx, req.LedgerID, finding.LedgerRunning, nil, ""); err != nil {
 		return ledgerError(err)
 	}
 	log.Info("scan started", "kind", sp.Kind)
@@ -194,7 +194,7 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 
 // finished returns the status of the request's ledger row when it has
 // already ended, and "" when the request is still to be run.
-func (w *Worker) finished(ctx context.Context, req bus.ScanRequest) (string, error) {
+func (w *Worker) finished(ctx context.Context, req bus.ScanRequest) (finding.LedgerStatus, error) {
 	// The row is found by its schedule and due time (an indexed range) and
 	// picked by id; the window only absorbs timestamp rounding.
 	es, err := w.opt.Ledger.ListLedger(ctx, req.Schedule, req.Due.Add(-time.Second), req.Due.Add(time.Second))
@@ -205,8 +205,7 @@ func (w *Worker) finished(ctx context.Context, req bus.ScanRequest) (string, err
 		if e.ID != req.LedgerID {
 			continue
 		}
-		switch e.Status {
-		case store.LedgerPending, store.LedgerRunning:
+		if e.Status.Unfinished() {
 			return "", nil
 		}
 		return e.Status, nil
@@ -220,9 +219,9 @@ func (w *Worker) finished(ctx context.Context, req bus.ScanRequest) (string, err
 // cannot change it, and returning the conflict would retry the message
 // forever.
 func (w *Worker) complete(ctx context.Context, log *slog.Logger, ledgerID int64, runIDs []string, scanErr error) error {
-	status, errText := store.LedgerSucceeded, ""
+	status, errText := finding.LedgerSucceeded, ""
 	if scanErr != nil {
-		status, errText = store.LedgerFailed, scanErr.Error()
+		status, errText = finding.LedgerFailed, scanErr.Error()
 	}
 	err := w.opt.Ledger.MarkLedger(ctx, ledgerID, status, runIDs, errText)
 	if errors.Is(err, store.ErrConflict) {
