@@ -470,7 +470,7 @@ func TestControlsAPI(t *testing.T) {
 	t.Parallel()
 	e := newReadEnv(t)
 	var resp struct {
-		Version string        `json:"version"`
+		Version string         `json:"version"`
 		Items   []ControlCount `json:"items"`
 	}
 	e.getJSON("/v1/controls", http.StatusOK, &resp)
