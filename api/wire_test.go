@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -116,6 +117,27 @@ func TestWireTypesMatchOpenAPI(t *testing.T) {
 			Title: "t", Open: map[string]int{"info": 0, "low": 0, "medium": 0, "high": 1, "critical": 0}, Total: 1, Linked: 2}},
 		sample{"CredentialWritten", CredentialWritten{ID: "c1", Name: "app", Kind: "bearer", KeyID: "k1"}},
 	)
+	// The enumerations are the typed constants, in the same order.
+	var runStatuses []any
+	for _, st := range finding.RunStatuses() {
+		runStatuses = append(runStatuses, string(st))
+	}
+	for _, name := range []string{"RunStatus"} {
+		if got := asSlice(doc.schema(name)["enum"]); !slices.Equal(got, runStatuses) {
+			t.Errorf("openapi.yaml %s enum %v, want %v", name, got, runStatuses)
+		}
+	}
+	var ledgerStatuses []any
+	for _, st := range finding.LedgerStatuses() {
+		ledgerStatuses = append(ledgerStatuses, string(st))
+	}
+	if got := asSlice(doc.schema("LedgerStatus")["enum"]); !slices.Equal(got, ledgerStatuses) {
+		t.Errorf("openapi.yaml LedgerStatus enum %v, want %v", got, ledgerStatuses)
+	}
+	ledgerRun, _ := doc.schema("LedgerRun")["properties"].(map[string]any)
+	if st, _ := ledgerRun["status"].(map[string]any); !slices.Equal(asSlice(st["enum"]), runStatuses) {
+		t.Errorf("openapi.yaml LedgerRun.status enum %v, want %v", st["enum"], runStatuses)
+	}
 	for _, s := range samples {
 		b, err := json.Marshal(s.value)
 		if err != nil {

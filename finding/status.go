@@ -83,6 +83,11 @@ const (
 	LedgerMissed    LedgerStatus = "missed"
 )
 
+var ledgerStatuses = []LedgerStatus{LedgerPending, LedgerRunning, LedgerSucceeded, LedgerFailed, LedgerSkipped, LedgerMissed}
+
+// LedgerStatuses lists every ledger status.
+func LedgerStatuses() []LedgerStatus { return slices.Clone(ledgerStatuses) }
+
 // Unfinished reports whether a ledger row still waits for its scan: a
 // later due time of the same schedule would overlap it.
 func (s LedgerStatus) Unfinished() bool { return s == LedgerPending || s == LedgerRunning }

@@ -17,7 +17,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/starpipe/starpipe/api"
 	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/internal/tlsconfig"
 	"github.com/starpipe/starpipe/relay"
@@ -73,7 +75,7 @@ func runSubmit(cmd *cobra.Command, files []string, fl ingestFlags) error {
 			continue
 		}
 		fmt.Fprintf(out, "%s\n", summary)
-		if status != "succeeded" {
+		if status != finding.RunSucceeded {
 			failed = true
 		}
 	}
@@ -105,16 +107,16 @@ func submitFile(ctx context.Context, sub submitter, file string, fl ingestFlags)
 type submitter interface {
 	submit(ctx context.Context, r io.Reader, req pipeline.Request) (string, error)
 	// run returns the run's JSON and its status.
-	run(ctx context.Context, id string) ([]byte, string, error)
+	run(ctx context.Context, id string) ([]byte, finding.RunStatus, error)
 }
 
-func waitRun(ctx context.Context, sub submitter, id string) ([]byte, string, error) {
+func waitRun(ctx context.Context, sub submitter, id string) ([]byte, finding.RunStatus, error) {
 	for {
 		body, status, err := sub.run(ctx, id)
 		if err != nil {
 			return nil, "", err
 		}
-		if status == "succeeded" || status == "failed" {
+		if status.Finished() {
 			return body, status, nil
 		}
 		select {
@@ -249,7 +251,7 @@ func (h *httpSubmitter) submit(ctx context.Context, r io.Reader, pr pipeline.Req
 	return res.ID, nil
 }
 
-func (h *httpSubmitter) run(ctx context.Context, id string) ([]byte, string, error) {
+func (h *httpSubmitter) run(ctx context.Context, id string) ([]byte, finding.RunStatus, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.base+"/v1/runs/"+url.PathEscape(id), nil)
 	if err != nil {
 		return nil, "", err
@@ -258,7 +260,7 @@ func (h *httpSubmitter) run(ctx context.Context, id string) ([]byte, string, err
 	if err != nil {
 		return nil, "", err
 	}
-	var res struct{ Status string }
+	var res api.Run
 	if err := json.Unmarshal(body, &res); err != nil {
 		return nil, "", fmt.Errorf("unexpected answer %q", body)
 	}
@@ -311,13 +313,13 @@ func (d *directSubmitter) submit(ctx context.Context, r io.Reader, req pipeline.
 	return id, nil
 }
 
-func (d *directSubmitter) run(ctx context.Context, id string) ([]byte, string, error) {
+func (d *directSubmitter) run(ctx context.Context, id string) ([]byte, finding.RunStatus, error) {
 	in, err := d.st.GetRunInput(ctx, id)
 	if err != nil {
 		return nil, "", err
 	}
 	b, _ := json.Marshal(map[string]string{"id": id, "status": string(in.Status), "scope": in.Scope, "kind": in.Kind})
-	return b, string(in.Status), nil
+	return b, in.Status, nil
 }
 
 func (d *directSubmitter) close() {
