@@ -19,7 +19,6 @@ import (
 
 	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/scheduler/spec"
-	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/vault"
 )
 
@@ -63,7 +62,7 @@ type Options struct {
 	// Ready reports whether the database and broker are reachable.
 	Ready func(ctx context.Context) error
 
-	Store    *store.Store      // runs, findings, controls, schedules, credentials
+	Store    Store             // runs, findings, controls, schedules, credentials (*store.Store)
 	Catalogs *mapping.Catalogs // control titles for /v1/controls
 	Keyring  *vault.Keyring    // encrypts credentials posted to /v1/credentials
 	Intake   Intake            // accepts uploads for POST /v1/runs

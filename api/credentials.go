@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/starpipe/starpipe/credentials"
 	"github.com/starpipe/starpipe/store"
@@ -40,51 +39,6 @@ func (s *Server) registerCredentials() {
 	s.Handle("GET /v1/credentials", s.listCredentials, RoleOperator, RoleAuditor)
 	s.Handle("GET /v1/credentials/{name}", s.getCredential, RoleOperator, RoleAuditor)
 	s.Handle("DELETE /v1/credentials/{name}", s.deleteCredential)
-}
-
-// credentialRequest is the body of POST and PUT. Secret is a vault.Secret
-// so that the request prints as [REDACTED] wherever it might be logged.
-type credentialRequest struct {
-	Name       string       `json:"name"`
-	Kind       string       `json:"kind"`
-	Secret     vault.Secret `json:"secret"`
-	Username   string       `json:"username"`
-	HeaderName string       `json:"header_name"`
-	// Targets are the URL prefixes the credential may be sent to
-	// (required); AllowHTTP lets it go over plain http.
-	Targets   []string `json:"targets"`
-	AllowHTTP bool     `json:"allow_http"`
-}
-
-// credentialWritten answers a create or replace.
-type credentialWritten struct {
-	ID    string `json:"id"`
-	Name  string `json:"name"`
-	Kind  string `json:"kind"`
-	KeyID string `json:"key_id"`
-}
-
-// credentialView is a credential as GET shows it. It is built field by
-// field, so that nothing added to the store's records later is shown by
-// accident.
-type credentialView struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	Kind       string     `json:"kind"`
-	Username   string     `json:"username,omitempty"`
-	HeaderName string     `json:"header_name,omitempty"`
-	KeyID      string     `json:"key_id"`
-	Targets    []string   `json:"targets"`
-	AllowHTTP  bool       `json:"allow_http"`
-	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	CreatedBy  string     `json:"created_by"`
-	RotatedAt  *time.Time `json:"rotated_at,omitempty"`
-}
-
-func viewOf(m store.CredentialMeta) credentialView {
-	return credentialView{ID: m.ID, Name: m.Name, Kind: m.Kind, Username: m.Username, HeaderName: m.HeaderName,
-		KeyID: m.KeyID, Targets: nonNilStrings(m.Targets), AllowHTTP: m.AllowHTTP, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, CreatedBy: m.CreatedBy, RotatedAt: m.RotatedAt}
 }
 
 // credentialErrorBody is a 422 answer: which field is wrong and why. The
@@ -160,13 +114,6 @@ func (s *Server) decodeCredential(w http.ResponseWriter, r *http.Request, pathNa
 	return c, true
 }
 
-func nonNilStrings(ss []string) []string {
-	if ss == nil {
-		return []string{}
-	}
-	return ss
-}
-
 func writeCredentialError(w http.ResponseWriter, ce *vault.CredentialError) {
 	writeJSON(w, http.StatusUnprocessableEntity, credentialErrorBody{
 		Error: "invalid_credential", Message: ce.Error(), Field: ce.Field, Reason: ce.Reason})
@@ -192,7 +139,7 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/v1/credentials/"+url.PathEscape(c.Name))
-	writeJSON(w, http.StatusCreated, credentialWritten{ID: id, Name: c.Name, Kind: string(c.Kind), KeyID: s.opt.Keyring.CurrentID()})
+	writeJSON(w, http.StatusCreated, CredentialWritten{ID: id, Name: c.Name, Kind: string(c.Kind), KeyID: s.opt.Keyring.CurrentID()})
 }
 
 func (s *Server) putCredential(w http.ResponseWriter, r *http.Request) {
@@ -210,7 +157,7 @@ func (s *Server) putCredential(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 		w.Header().Set("Location", "/v1/credentials/"+url.PathEscape(c.Name))
 	}
-	writeJSON(w, status, credentialWritten{ID: id, Name: c.Name, Kind: string(c.Kind), KeyID: s.opt.Keyring.CurrentID()})
+	writeJSON(w, status, CredentialWritten{ID: id, Name: c.Name, Kind: string(c.Kind), KeyID: s.opt.Keyring.CurrentID()})
 }
 
 func (s *Server) listCredentials(w http.ResponseWriter, r *http.Request) {
@@ -219,11 +166,11 @@ func (s *Server) listCredentials(w http.ResponseWriter, r *http.Request) {
 		s.credentialFailed(w, r, "listing credentials", "", err)
 		return
 	}
-	out := make([]credentialView, 0, len(list))
+	out := make([]CredentialView, 0, len(list))
 	for _, m := range list {
-		out = append(out, viewOf(m))
+		out = append(out, CredentialViewOf(m))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"credentials": out})
+	writeJSON(w, http.StatusOK, CredentialList{Credentials: out})
 }
 
 func (s *Server) getCredential(w http.ResponseWriter, r *http.Request) {
@@ -237,7 +184,7 @@ func (s *Server) getCredential(w http.ResponseWriter, r *http.Request) {
 		s.credentialFailed(w, r, "reading credential", name, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewOf(m))
+	writeJSON(w, http.StatusOK, CredentialViewOf(m))
 }
 
 func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request) {

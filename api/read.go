@@ -60,9 +60,11 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := store.RunFilter{Scope: q.one("scope"), ScheduleID: q.one("schedule"), Cursor: q.one("cursor")}
-	if f.Status = q.one("status"); f.Status != "" && !slices.Contains(store.RunStatuses(), f.Status) {
-		writeParamError(w, &queryParamError{fmt.Sprintf("invalid status %q (allowed: %s)", f.Status, strings.Join(store.RunStatuses(), ", "))})
-		return
+	if f.Status = q.one("status"); f.Status != "" {
+		if _, err := finding.ParseRunStatus(f.Status); err != nil {
+			writeParamError(w, &queryParamError{err.Error()})
+			return
+		}
 	}
 	if f.Limit, err = q.limit(); err != nil {
 		writeParamError(w, err)
@@ -73,7 +75,11 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 		s.readFailed(w, r, err, "runs")
 		return
 	}
-	writeJSON(w, http.StatusOK, newListPage(runs, next))
+	items := make([]Run, len(runs))
+	for i, run := range runs {
+		items[i] = RunOf(run)
+	}
+	writeJSON(w, http.StatusOK, newListPage(items, next))
 }
 
 func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
@@ -83,7 +89,7 @@ func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
 		s.readFailed(w, r, err, "run "+id)
 		return
 	}
-	writeJSON(w, http.StatusOK, run)
+	writeJSON(w, http.StatusOK, RunOf(run))
 }
 
 func (s *Server) getFinding(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +105,7 @@ func (s *Server) getFinding(w http.ResponseWriter, r *http.Request) {
 		s.readFailed(w, r, err, "finding "+raw)
 		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, FindingDetailOf(d))
 }
 
 func (s *Server) listFindings(w http.ResponseWriter, r *http.Request) {
@@ -117,10 +123,14 @@ func (s *Server) listFindings(w http.ResponseWriter, r *http.Request) {
 		s.exportFindingsCSV(w, r, f)
 		return
 	}
-	items, next, err := s.opt.Store.ListFindings(r.Context(), f)
+	rows, next, err := s.opt.Store.ListFindings(r.Context(), f)
 	if err != nil {
 		s.readFailed(w, r, err, "findings")
 		return
+	}
+	items := make([]Finding, len(rows))
+	for i, row := range rows {
+		items[i] = FindingOf(row)
 	}
 	writeJSON(w, http.StatusOK, newListPage(items, next))
 }
@@ -242,7 +252,8 @@ func (s *Server) exportFindingsCSV(w http.ResponseWriter, r *http.Request, f sto
 				return err
 			}
 		}
-		return cw.Write(findingCSVRecord(rec, &row))
+		f := FindingOf(row)
+		return cw.Write(findingCSVRecord(rec, &f))
 	})
 	if err == nil && !started {
 		err = start() // no rows: still a header
@@ -267,7 +278,7 @@ func (s *Server) exportFindingsCSV(w http.ResponseWriter, r *http.Request, f sto
 }
 
 // findingCSVRecord fills rec (reused between rows) with one finding.
-func findingCSVRecord(rec []string, f *store.FindingRow) []string {
+func findingCSVRecord(rec []string, f *Finding) []string {
 	var ver, vec, base, temp, env string
 	if f.CVSS != nil {
 		ver, vec = f.CVSS.Version, f.CVSS.Vector
@@ -294,7 +305,7 @@ func findingCSVRecord(rec []string, f *store.FindingRow) []string {
 	vals := []string{
 		strconv.FormatInt(f.ID, 10), f.Scope, f.Fingerprint, f.Kind, f.Tool, f.Rule, f.Title, f.Severity, f.SeveritySource,
 		ver, vec, base, temp, env,
-		f.Status, strconv.FormatBool(f.Suppressed), loc, strings.Join(cwe, ";"), strings.Join(f.CVE, ";"),
+		string(f.Status), strconv.FormatBool(f.Suppressed), loc, strings.Join(cwe, ";"), strings.Join(f.CVE, ";"),
 		csvTime(&f.FirstSeen), csvTime(&f.LastSeen), csvTime(f.SLADue), csvTime(f.ResolvedAt), resolvedBy,
 		strings.Join(controls, ";"),
 	}
@@ -356,18 +367,6 @@ func wantsCSV(accept string) bool {
 	return csvQ > jsonQ || (csvQ == jsonQ && csvAt < jsonAt)
 }
 
-// controlItem is one row of GET /v1/controls.
-type controlItem struct {
-	Version    string         `json:"version"`
-	ID         string         `json:"id"`
-	Domain     string         `json:"domain,omitempty"`
-	DomainName string         `json:"domain_name,omitempty"`
-	Title      string         `json:"title,omitempty"`
-	Open       map[string]int `json:"open"`   // active findings by severity
-	Total      int            `json:"total"`  // active findings
-	Linked     int            `json:"linked"` // findings linked in any status
-}
-
 func (s *Server) listControls(w http.ResponseWriter, r *http.Request) {
 	q, err := readQuery(r.URL.Query(), "version", "all")
 	if err != nil {
@@ -391,20 +390,20 @@ func (s *Server) listControls(w http.ResponseWriter, r *http.Request) {
 		s.readFailed(w, r, err, "control counts")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": version, "items": s.controlItems(version, counts, all)})
+	writeJSON(w, http.StatusOK, ControlList{Version: version, Items: s.controlItems(version, counts, all)})
 }
 
 // controlItems joins counts with catalogue titles, in catalogue order; all
 // adds the controls no finding is linked to.
-func (s *Server) controlItems(version string, counts []store.ControlCount, all bool) []controlItem {
+func (s *Server) controlItems(version string, counts []store.ControlCount, all bool) []ControlCount {
 	var cat *mapping.Catalog
 	if s.opt.Catalogs != nil {
 		cat, _ = s.opt.Catalogs.Get(version)
 	}
-	items := []controlItem{}
+	items := []ControlCount{}
 	if cat == nil {
 		for _, c := range counts {
-			items = append(items, controlItem{Version: c.Version, ID: c.ID, Open: c.Open, Total: c.Total, Linked: c.Linked})
+			items = append(items, ControlCount{Version: c.Version, ID: c.ID, Open: c.Open, Total: c.Total, Linked: c.Linked})
 		}
 		return items
 	}
@@ -418,7 +417,7 @@ func (s *Server) controlItems(version string, counts []store.ControlCount, all b
 			continue
 		}
 		delete(byID, ctl.ID)
-		it := controlItem{Version: cat.Version, ID: ctl.ID, Domain: ctl.Domain, DomainName: cat.DomainName(ctl.Domain),
+		it := ControlCount{Version: cat.Version, ID: ctl.ID, Domain: ctl.Domain, DomainName: cat.DomainName(ctl.Domain),
 			Title: ctl.Title, Open: c.Open, Total: c.Total, Linked: c.Linked}
 		if it.Open == nil {
 			it.Open = map[string]int{}
@@ -432,7 +431,7 @@ func (s *Server) controlItems(version string, counts []store.ControlCount, all b
 	// catalogue build) are still shown rather than silently dropped.
 	for _, c := range counts {
 		if _, ok := byID[c.ID]; ok {
-			items = append(items, controlItem{Version: c.Version, ID: c.ID, Open: c.Open, Total: c.Total, Linked: c.Linked})
+			items = append(items, ControlCount{Version: c.Version, ID: c.ID, Open: c.Open, Total: c.Total, Linked: c.Linked})
 		}
 	}
 	return items

@@ -144,8 +144,8 @@ func (e *readEnv) getJSON(target string, want int, v any) {
 }
 
 type findingList struct {
-	Items []store.FindingRow `json:"items"`
-	Next  *string            `json:"next"`
+	Items []Finding `json:"items"`
+	Next  *string   `json:"next"`
 }
 
 func (e *readEnv) fingerprints(target string) []string {
@@ -254,8 +254,8 @@ func TestListFindingsAPI(t *testing.T) {
 	}
 	f0 := l.Items[0]
 	if f0.Title != formulaTitle || f0.CVSS == nil || f0.CVSS.Base != 6.1 || f0.Status != "open" ||
-		!slices.Contains(f0.Controls, store.ControlRef{Version: "4.0.13", ID: "TVM-07"}) ||
-		slices.ContainsFunc(f0.Controls, func(c store.ControlRef) bool { return c.Version != "4.0.13" }) {
+		!slices.Contains(f0.Controls, ControlRef{Version: "4.0.13", ID: "TVM-07"}) ||
+		slices.ContainsFunc(f0.Controls, func(c ControlRef) bool { return c.Version != "4.0.13" }) {
 		t.Fatalf("f0 = %+v", f0)
 	}
 	// The JSON shape: snake_case keys, lists never null.
@@ -407,18 +407,18 @@ func TestGetFindingAPI(t *testing.T) {
 	t.Parallel()
 	e := newReadEnv(t)
 	var d struct {
-		ID                int64               `json:"id"`
-		Fingerprint       string              `json:"fingerprint"`
-		Observations      []store.Observation `json:"observations"`
-		ObservationsTotal int                 `json:"observations_total"`
-		Controls          []store.ControlLink `json:"controls"`
+		ID                int64         `json:"id"`
+		Fingerprint       string        `json:"fingerprint"`
+		Observations      []Observation `json:"observations"`
+		ObservationsTotal int           `json:"observations_total"`
+		Controls          []ControlLink `json:"controls"`
 	}
 	e.getJSON("/v1/findings/"+strconv.FormatInt(e.ids["f0"], 10), http.StatusOK, &d)
 	if d.Fingerprint != "f0" || d.ObservationsTotal != 2 || len(d.Observations) != 2 ||
 		d.Observations[0].RunID != e.runs[2] || d.Observations[1].RunID != e.runs[0] {
 		t.Fatalf("detail = %+v (runs %v)", d, e.runs)
 	}
-	i := slices.IndexFunc(d.Controls, func(c store.ControlLink) bool { return c.Version == "4.0.13" && c.ID == "TVM-07" })
+	i := slices.IndexFunc(d.Controls, func(c ControlLink) bool { return c.Version == "4.0.13" && c.ID == "TVM-07" })
 	if i < 0 || d.Controls[i].Rule != "vulnerability-identification" || !strings.Contains(d.Controls[i].Reason, "semgrep") {
 		t.Fatalf("control links = %+v", d.Controls)
 	}
@@ -434,7 +434,7 @@ func TestGetFindingAPI(t *testing.T) {
 func TestRunsAPI(t *testing.T) {
 	t.Parallel()
 	e := newReadEnv(t)
-	var r store.Run
+	var r Run
 	e.getJSON("/v1/runs/"+e.runs[0], http.StatusOK, &r)
 	if r.ID != e.runs[0] || r.Status != "succeeded" || r.Kind != "code" || r.Scope != "repo" ||
 		r.Counts.Observed["critical"] != 1 || r.Counts.Observed["high"] != 1 || r.Counts.Observed["medium"] != 0 {
@@ -449,8 +449,8 @@ func TestRunsAPI(t *testing.T) {
 	}
 
 	var l struct {
-		Items []store.Run `json:"items"`
-		Next  *string     `json:"next"`
+		Items []Run   `json:"items"`
+		Next  *string `json:"next"`
 	}
 	e.getJSON("/v1/runs?limit=2", http.StatusOK, &l)
 	if len(l.Items) != 2 || l.Items[0].ID != e.runs[2] || l.Items[1].ID != e.runs[1] || l.Next == nil {
@@ -470,14 +470,14 @@ func TestControlsAPI(t *testing.T) {
 	t.Parallel()
 	e := newReadEnv(t)
 	var resp struct {
-		Version string        `json:"version"`
-		Items   []controlItem `json:"items"`
+		Version string         `json:"version"`
+		Items   []ControlCount `json:"items"`
 	}
 	e.getJSON("/v1/controls", http.StatusOK, &resp)
 	if resp.Version != "4.0.13" || len(resp.Items) == 0 {
 		t.Fatalf("controls = %+v", resp)
 	}
-	i := slices.IndexFunc(resp.Items, func(c controlItem) bool { return c.ID == "TVM-07" })
+	i := slices.IndexFunc(resp.Items, func(c ControlCount) bool { return c.ID == "TVM-07" })
 	if i < 0 {
 		t.Fatalf("no TVM-07 in %+v", resp.Items)
 	}
@@ -494,7 +494,7 @@ func TestControlsAPI(t *testing.T) {
 	}
 
 	e.getJSON("/v1/controls?version=v4.1.0", http.StatusOK, &resp)
-	if resp.Version != "4.1" || !slices.ContainsFunc(resp.Items, func(c controlItem) bool { return c.ID == "TVM-03" && c.Total == 5 }) {
+	if resp.Version != "4.1" || !slices.ContainsFunc(resp.Items, func(c ControlCount) bool { return c.ID == "TVM-03" && c.Total == 5 }) {
 		t.Fatalf("4.1 controls = %+v", resp)
 	}
 	e.getJSON("/v1/controls?all=true", http.StatusOK, &resp)

@@ -42,43 +42,6 @@ func (s *Server) registerSchedules() {
 	s.Handle("GET /v1/schedules/{name}/ledger", s.scheduleLedger, read...)
 }
 
-// scheduleView is a schedule as the API shows it: the definition exactly
-// as POST and PUT take it, and its state beside it, so that a client can
-// GET, edit .schedule and PUT it back.
-type scheduleView struct {
-	Schedule spec.Schedule  `json:"schedule"`
-	Status   scheduleStatus `json:"status"`
-}
-
-type scheduleStatus struct {
-	Enabled bool `json:"enabled"`
-	// NextDue is absent when the schedule is disabled.
-	NextDue      time.Time `json:"next_due,omitzero"`
-	LastFiredDue time.Time `json:"last_fired_due,omitzero"`
-	LastStatus   string    `json:"last_status,omitempty"`
-	LastDue      time.Time `json:"last_due,omitzero"`
-	ActiveSince  time.Time `json:"active_since"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
-	UpdatedBy    string    `json:"updated_by"`
-}
-
-func viewOfSchedule(sc store.Schedule, now time.Time) (scheduleView, error) {
-	sp, err := sc.Definition()
-	if err != nil {
-		return scheduleView{}, err
-	}
-	next, err := sc.NextDue(now)
-	if err != nil {
-		return scheduleView{}, err
-	}
-	return scheduleView{Schedule: sp, Status: scheduleStatus{
-		Enabled: sc.Enabled, NextDue: next, LastFiredDue: sc.LastFiredDue, LastStatus: sc.LastStatus,
-		LastDue: sc.LastDue, ActiveSince: sc.ActiveSince, CreatedAt: sc.CreatedAt, UpdatedAt: sc.UpdatedAt,
-		UpdatedBy: sc.UpdatedBy,
-	}}, nil
-}
-
 // scheduleErrorBody is the 422 answer: which field is wrong and why.
 type scheduleErrorBody struct {
 	Error   string `json:"error"`
@@ -197,16 +160,16 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	views := make([]scheduleView, 0, len(scs))
+	views := make([]ScheduleView, 0, len(scs))
 	for _, sc := range scs {
-		v, err := viewOfSchedule(sc, now)
+		v, err := ScheduleViewOf(sc, now)
 		if err != nil {
 			s.scheduleFailed(w, r, "reading schedule", sc.Name, err)
 			return
 		}
 		views = append(views, v)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"schedules": views})
+	writeJSON(w, http.StatusOK, ScheduleList{Schedules: views})
 }
 
 func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
@@ -224,7 +187,7 @@ func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) writeSchedule(w http.ResponseWriter, r *http.Request, status int, sc store.Schedule) {
-	v, err := viewOfSchedule(sc, time.Now())
+	v, err := ScheduleViewOf(sc, time.Now())
 	if err != nil {
 		s.scheduleFailed(w, r, "reading schedule", sc.Name, err)
 		return
@@ -338,14 +301,7 @@ func (s *Server) scheduleLedger(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if entries == nil {
-		entries = []store.LedgerEntry{}
-	}
-	resp := map[string]any{"schedule": name, "from": from.UTC(), "entries": entries}
-	if !to.IsZero() {
-		resp["to"] = to.UTC()
-	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, Ledger{Schedule: name, From: from.UTC(), To: to.UTC(), Entries: LedgerEntriesOf(entries)})
 }
 
 func (s *Server) scheduleFailed(w http.ResponseWriter, r *http.Request, what, name string, err error) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/starpipe/starpipe/api"
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/internal/netpolicy"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
@@ -218,7 +219,7 @@ func TestLedgerShowsEveryRun(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	if err := e.st.MarkLedger(ctx, c.LedgerID, store.LedgerSucceeded, ids, ""); err != nil {
+	if err := e.st.MarkLedger(ctx, c.LedgerID, finding.LedgerSucceeded, ids, ""); err != nil {
 		t.Fatal(err)
 	}
 	// The pipeline finishes the runs after the scan ended: the ledger

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"time"
 
 	"github.com/starpipe/starpipe/store"
 )
@@ -43,16 +42,6 @@ type tokenRequest struct {
 
 // tokenView is a token as GET /v1/tokens shows it: never its secret, which
 // is not stored.
-type tokenView struct {
-	Name       string     `json:"name"`
-	Role       string     `json:"role"`
-	Scopes     []string   `json:"scopes"`
-	Kinds      []string   `json:"kinds"`
-	CreatedAt  time.Time  `json:"created_at"`
-	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
-}
-
 // tokenCreated answers POST /v1/tokens: the only time the token is shown.
 type tokenCreated struct {
 	Name   string   `json:"name"`
@@ -99,10 +88,9 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err, "tokens")
 		return
 	}
-	out := make([]tokenView, len(toks))
+	out := make([]Token, len(toks))
 	for i, t := range toks {
-		out[i] = tokenView{Name: t.Name, Role: t.Role, Scopes: nonNilStrings(t.Scopes), Kinds: nonNilStrings(t.Kinds),
-			CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt, RevokedAt: t.RevokedAt}
+		out[i] = TokenOf(t)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": out})
 }
@@ -123,5 +111,5 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 func sortedSet(l []string) []string {
 	out := slices.Clone(l)
 	slices.Sort(out)
-	return nonNilStrings(slices.Compact(out))
+	return nonNilSlice(slices.Compact(out))
 }

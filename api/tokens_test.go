@@ -68,7 +68,7 @@ func TestTokensAPI(t *testing.T) {
 	if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), created.Token) || strings.Contains(rec.Body.String(), "sp_") {
 		t.Fatalf("GET /v1/tokens = %d %s", rec.Code, rec.Body)
 	}
-	var list struct{ Items []tokenView }
+	var list struct{ Items []Token }
 	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil || len(list.Items) != 2 || list.Items[0].Name != "ci-shop" || len(list.Items[0].Scopes) != 1 {
 		t.Fatalf("token list = %+v, %v", list, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 )
 
@@ -56,7 +57,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/v1/runs/"+id)
-	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "received"})
+	writeJSON(w, http.StatusAccepted, RunAccepted{ID: id, Status: finding.RunReceived})
 }
 
 type filePart struct {

@@ -25,6 +25,37 @@ import (
 // ErrExists is wrapped by Create when the name is taken.
 var ErrExists = store.ErrConflict
 
+// The parts of the store each function uses; *store.Store implements them
+// all. Declared here, where they are used, so that callers and tests see
+// what a function touches.
+
+// Writer stores sealed credentials (Create, Save).
+type Writer interface {
+	CredentialID(ctx context.Context, name string) (string, error)
+	PutCredential(ctx context.Context, rec store.CredentialRecord, actor string) (id string, created bool, err error)
+}
+
+// Reader reads a sealed credential (LoadCredential, Resolver).
+type Reader interface {
+	GetCredential(ctx context.Context, name string) (store.CredentialRecord, error)
+}
+
+// MetadataReader reads a credential without its secret (Scope,
+// ScopeLookup).
+type MetadataReader interface {
+	CredentialMetadata(ctx context.Context, name string) (store.CredentialMeta, error)
+}
+
+// TargetSetter changes where a credential may be sent (SetTargets).
+type TargetSetter interface {
+	SetCredentialTargets(ctx context.Context, name string, targets []string, allowHTTP bool, actor string) error
+}
+
+// Rotator re-seals every credential in one transaction (Rotate).
+type Rotator interface {
+	RotateCredentials(ctx context.Context, actor string, fn func(id, sealed string) (newSealed, newKeyID string, err error)) (int, error)
+}
+
 // nameRE limits names to what fits in a URL path segment, a schedule file
 // and a log line without quoting.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -62,7 +93,7 @@ func seal(kr *vault.Keyring, id string, c vault.Credential) (store.CredentialRec
 // Create stores a new credential and returns its id. A taken name is an
 // error wrapping ErrExists; an invalid credential is a
 // *vault.CredentialError. c.ID is ignored.
-func Create(ctx context.Context, st *store.Store, kr *vault.Keyring, c vault.Credential, actor string) (string, error) {
+func Create(ctx context.Context, st Writer, kr *vault.Keyring, c vault.Credential, actor string) (string, error) {
 	rec, err := seal(kr, uuid.NewString(), c)
 	if err != nil {
 		return "", err
@@ -73,7 +104,7 @@ func Create(ctx context.Context, st *store.Store, kr *vault.Keyring, c vault.Cre
 
 // Save creates the credential or replaces the one with the same name,
 // keeping its id, and reports whether it was created. c.ID is ignored.
-func Save(ctx context.Context, st *store.Store, kr *vault.Keyring, c vault.Credential, actor string) (id string, created bool, err error) {
+func Save(ctx context.Context, st Writer, kr *vault.Keyring, c vault.Credential, actor string) (id string, created bool, err error) {
 	if err := Validate(c); err != nil {
 		return "", false, err
 	}
@@ -105,7 +136,7 @@ func Save(ctx context.Context, st *store.Store, kr *vault.Keyring, c vault.Crede
 // copied from another row) wraps vault.ErrAuth; one sealed with a key kr
 // lacks is a *vault.UnknownKeyError. The result is validated again, so
 // that an altered username or header name cannot inject headers.
-func LoadCredential(ctx context.Context, st *store.Store, kr *vault.Keyring, name string) (vault.Credential, error) {
+func LoadCredential(ctx context.Context, st Reader, kr *vault.Keyring, name string) (vault.Credential, error) {
 	rec, err := st.GetCredential(ctx, name)
 	if err != nil {
 		return vault.Credential{}, err
@@ -136,16 +167,16 @@ func LoadCredential(ctx context.Context, st *store.Store, kr *vault.Keyring, nam
 // interface they need (a method Credential(ctx, name)) rather than
 // importing store.
 type Resolver struct {
-	st *store.Store
+	st Reader
 	kr *vault.Keyring
 }
 
 // NewResolver returns a Resolver over st and kr.
-func NewResolver(st *store.Store, kr *vault.Keyring) *Resolver { return &Resolver{st: st, kr: kr} }
+func NewResolver(st Reader, kr *vault.Keyring) *Resolver { return &Resolver{st: st, kr: kr} }
 
 // Scope returns where the named credential may be sent (see
 // Resolver.CredentialScope).
-func Scope(ctx context.Context, st *store.Store, name string) (vault.Scope, error) {
+func Scope(ctx context.Context, st MetadataReader, name string) (vault.Scope, error) {
 	m, err := st.CredentialMetadata(ctx, name)
 	if err != nil {
 		return vault.Scope{}, err
@@ -155,7 +186,7 @@ func Scope(ctx context.Context, st *store.Store, name string) (vault.Scope, erro
 
 // ScopeLookup adapts a store to schedule validation's credential look-up
 // without a keyring (the API process may run without one).
-type ScopeLookup struct{ St *store.Store }
+type ScopeLookup struct{ St MetadataReader }
 
 // CredentialScope is Scope, with an unknown name also wrapping
 // spec.ErrUnknownCredential.
@@ -170,7 +201,7 @@ func (l ScopeLookup) CredentialScope(ctx context.Context, name string) (vault.Sc
 // SetTargets validates and stores where the named credential may be sent,
 // leaving its secret untouched: the way for an admin to make a credential
 // stored before targets existed usable again.
-func SetTargets(ctx context.Context, st *store.Store, name string, sc vault.Scope, actor string) error {
+func SetTargets(ctx context.Context, st TargetSetter, name string, sc vault.Scope, actor string) error {
 	if err := sc.Validate(name); err != nil {
 		return err
 	}
@@ -186,14 +217,14 @@ func (r *Resolver) Credential(ctx context.Context, name string) (vault.Credentia
 // that key, in one transaction, and returns how many it changed. kr must
 // also hold every key the rows are sealed with; on any error nothing is
 // changed. Once it returns without error the old keys are no longer needed.
-func Rotate(ctx context.Context, st *store.Store, kr *vault.Keyring, actor string) (int, error) {
+func Rotate(ctx context.Context, st Rotator, kr *vault.Keyring, actor string) (int, error) {
 	return vault.RotateAll(ctx, rotationSource{st: st, actor: actor}, kr)
 }
 
 // rotationSource adapts the store's string-typed rotation to
 // vault.RotationSource.
 type rotationSource struct {
-	st    *store.Store
+	st    Rotator
 	actor string
 }
 

@@ -25,29 +25,6 @@ func ParseScanKind(s string) (ScanKind, error) {
 	return "", &ValueError{Field: "kind", Value: s, Allowed: "external, authenticated, code"}
 }
 
-// Status is where a finding is in its lifecycle.
-type Status string
-
-const (
-	StatusOpen          Status = "open"
-	StatusResolved      Status = "resolved"
-	StatusReopened      Status = "reopened"
-	StatusAccepted      Status = "accepted"
-	StatusFalsePositive Status = "false_positive"
-)
-
-// ParseStatus validates a status given by a user.
-func ParseStatus(s string) (Status, error) {
-	switch st := Status(s); st {
-	case StatusOpen, StatusResolved, StatusReopened, StatusAccepted, StatusFalsePositive:
-		return st, nil
-	}
-	return "", &ValueError{Field: "status", Value: s, Allowed: "open, resolved, reopened, accepted, false_positive"}
-}
-
-// Active reports whether the status counts as an unresolved finding.
-func (s Status) Active() bool { return s == StatusOpen || s == StatusReopened }
-
 // ValueError reports a value outside an enumeration.
 type ValueError struct {
 	Field, Value, Allowed string

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/starpipe/starpipe/bus"
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/relay"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
@@ -392,7 +393,7 @@ func TestDeadScanRequestFailsLedgerRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Status != store.LedgerFailed || !strings.Contains(l.Error, "could not be delivered to Kafka") {
+	if l.Status != finding.LedgerFailed || !strings.Contains(l.Error, "could not be delivered to Kafka") {
 		t.Fatalf("ledger row %+v, want failed as undeliverable", l)
 	}
 }

@@ -46,31 +46,6 @@ func (OutboxPublisher) PublishScanRequest(ctx context.Context, q *store.Tx, req 
 // DecodeScanRequest reads a scan-request message value (bus.DecodeScanRequest).
 func DecodeScanRequest(value []byte) (ScanRequest, error) { return bus.DecodeScanRequest(value) }
 
-// LedgerMarker records a scheduled run's progress; *store.Store
-// implements it.
-type LedgerMarker interface {
-	MarkLedger(ctx context.Context, id int64, status string, runIDs []string, errText string) error
-}
-
-// Started records that the worker began the run of a scan request. runIDs
-// are scan runs already created for it, usually none yet.
-func Started(ctx context.Context, m LedgerMarker, ledgerID int64, runIDs []string) error {
-	return m.MarkLedger(ctx, ledgerID, store.LedgerRunning, runIDs, "")
-}
-
-// Complete records the end of a scheduled run with every scan run it
-// produced (in the order they were created; the ledger shows each with
-// its scope and status): succeeded when runErr is nil, failed with runErr's
-// text otherwise. The runs are recorded even when the scan failed part
-// way, since the ones that were stored are evidence. Calling it again for
-// the same outcome (a redelivered request) is harmless.
-func Complete(ctx context.Context, m LedgerMarker, ledgerID int64, runIDs []string, runErr error) error {
-	if runErr != nil {
-		return m.MarkLedger(ctx, ledgerID, store.LedgerFailed, runIDs, runErr.Error())
-	}
-	return m.MarkLedger(ctx, ledgerID, store.LedgerSucceeded, runIDs, "")
-}
-
 // Record converts a schedule to its stored form (store.ScheduleOf).
 func Record(s spec.Schedule) (store.Schedule, error) { return store.ScheduleOf(s) }
 

@@ -59,8 +59,8 @@
 // # Completion
 //
 // The scan worker that consumes starpipe.scan.requests reports progress
-// with Started and Complete (store.MarkLedger): pending -> running ->
-// succeeded or failed.
+// through the store (MarkLedger): pending -> running -> succeeded or
+// failed, with every scan run the due time produced.
 package scheduler
 
 import (
@@ -74,6 +74,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/scheduler/cadence"
 	"github.com/starpipe/starpipe/store"
 )
@@ -434,7 +435,7 @@ func (s *Scheduler) fire(ctx context.Context, sc store.Schedule, due time.Time, 
 	switch {
 	case !c.Claimed:
 		s.log.Debug("due time already claimed", "schedule", sc.Name, "due", due, "catch_up", catchUp, "ledger_id", c.LedgerID)
-	case c.Status == store.LedgerSkipped:
+	case c.Status == finding.LedgerSkipped:
 		s.log.Warn("run skipped: previous run unfinished", "schedule", sc.Name, "due", due,
 			"catch_up", catchUp, "ledger_id", c.LedgerID, "blocked_by", c.Blocker)
 	case catchUp:

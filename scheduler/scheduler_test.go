@@ -2,7 +2,6 @@ package scheduler_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -78,7 +77,7 @@ func start(t *testing.T, st *store.Store, clk *fakeClock, lockKey int64, mod ...
 
 type row struct {
 	due     time.Time
-	status  string
+	status  finding.LedgerStatus
 	catchUp bool
 }
 
@@ -152,11 +151,11 @@ func requests(t *testing.T, st *store.Store) []scheduler.ScanRequest {
 
 func complete(t *testing.T, st *store.Store, id int64) {
 	t.Helper()
-	if err := scheduler.Started(t.Context(), st, id, nil); err != nil {
-		t.Fatalf("Started: %v", err)
+	if err := st.MarkLedger(t.Context(), id, finding.LedgerRunning, nil, ""); err != nil {
+		t.Fatalf("marking running: %v", err)
 	}
-	if err := scheduler.Complete(t.Context(), st, id, nil, nil); err != nil {
-		t.Fatalf("Complete: %v", err)
+	if err := st.MarkLedger(t.Context(), id, finding.LedgerSucceeded, nil, ""); err != nil {
+		t.Fatalf("marking succeeded: %v", err)
 	}
 }
 
@@ -183,7 +182,7 @@ func TestTwoLeadersFireOnce(t *testing.T) {
 		ca.AwaitTimers(t, day(i+1), 1)
 		cb.AwaitTimers(t, day(i+1), 1)
 		es := ledger(t, st, "web")
-		if len(es) != i+1 || es[i].Status != store.LedgerPending || !es[i].Due.Equal(day(i)) {
+		if len(es) != i+1 || es[i].Status != finding.LedgerPending || !es[i].Due.Equal(day(i)) {
 			t.Fatalf("after due time %d: ledger %+v", i, es)
 		}
 		complete(t, st, es[i].ID)
@@ -220,7 +219,7 @@ func TestStandbyFiresNothingThenTakesOver(t *testing.T) {
 	set(day(0))
 	ca.AwaitTimers(t, day(1), 1)            // a fired and waits for the next
 	cb.AwaitTimers(t, day(0).Add(retry), 1) // b tried the lock again and waits
-	es := wantLedger(t, st, "web", row{day(0), store.LedgerPending, false})
+	es := wantLedger(t, st, "web", row{day(0), finding.LedgerPending, false})
 	complete(t, st, es[0].ID)
 
 	a.Stop()
@@ -232,11 +231,11 @@ func TestStandbyFiresNothingThenTakesOver(t *testing.T) {
 	if !b.Leading() {
 		t.Fatal("b did not take over")
 	}
-	wantLedger(t, st, "web", row{day(0), store.LedgerSucceeded, false})
+	wantLedger(t, st, "web", row{day(0), finding.LedgerSucceeded, false})
 
 	set(day(1))
 	cb.AwaitTimers(t, day(2), 1)
-	wantLedger(t, st, "web", row{day(0), store.LedgerSucceeded, false}, row{day(1), store.LedgerPending, false})
+	wantLedger(t, st, "web", row{day(0), finding.LedgerSucceeded, false}, row{day(1), finding.LedgerPending, false})
 	if n := len(requests(t, st)); n != 2 {
 		t.Fatalf("%d scan requests, want 2", n)
 	}
@@ -255,10 +254,10 @@ func TestMissedRecordedAndCaughtUpOnce(t *testing.T) {
 	a := start(t, st, clk, 0)
 	clk.AwaitTimers(t, day(4), 1)
 	want := []row{
-		{day(1), store.LedgerMissed, false},
-		{day(2), store.LedgerMissed, false},
-		{day(3), store.LedgerMissed, false},
-		{day(3), store.LedgerPending, true},
+		{day(1), finding.LedgerMissed, false},
+		{day(2), finding.LedgerMissed, false},
+		{day(3), finding.LedgerMissed, false},
+		{day(3), finding.LedgerPending, true},
 	}
 	es := wantLedger(t, st, "web", want...)
 	reqs := requests(t, st)
@@ -287,8 +286,8 @@ func TestMissedRecordedAndCaughtUpOnce(t *testing.T) {
 	clk = newFakeClock(day(4).Add(3 * time.Minute))
 	start(t, st, clk, 0)
 	clk.AwaitTimers(t, day(5), 1)
-	want[3].status = store.LedgerSucceeded
-	want = append(want, row{day(4), store.LedgerPending, false})
+	want[3].status = finding.LedgerSucceeded
+	want = append(want, row{day(4), finding.LedgerPending, false})
 	wantLedger(t, st, "web", want...)
 }
 
@@ -311,18 +310,18 @@ func TestOverlapSkipped(t *testing.T) {
 	step(0)
 	step(1) // day 0 still pending
 	es := wantLedger(t, st, "web",
-		row{day(0), store.LedgerPending, false},
-		row{day(1), store.LedgerSkipped, false})
+		row{day(0), finding.LedgerPending, false},
+		row{day(1), finding.LedgerSkipped, false})
 	if !strings.Contains(es[1].Error, "overlaps run") {
 		t.Errorf("skipped row error %q, want it to name the overlap", es[1].Error)
 	}
-	if err := scheduler.Started(t.Context(), st, es[0].ID, nil); err != nil {
+	if err := st.MarkLedger(t.Context(), es[0].ID, finding.LedgerRunning, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if running, err := st.RunningFor(t.Context(), "web"); err != nil || !running {
 		t.Fatalf("RunningFor = %v, %v; want true", running, err)
 	}
-	if err := scheduler.Complete(t.Context(), st, es[0].ID, nil, errors.New("nuclei exited 2")); err != nil {
+	if err := st.MarkLedger(t.Context(), es[0].ID, finding.LedgerFailed, nil, "nuclei exited 2"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -330,11 +329,11 @@ func TestOverlapSkipped(t *testing.T) {
 	step(3) // day 2 still pending: skipped
 	step(4) // day 2 claimed 48h ago, past AbandonAfter: failed; day 4 fires
 	es = wantLedger(t, st, "web",
-		row{day(0), store.LedgerFailed, false},
-		row{day(1), store.LedgerSkipped, false},
-		row{day(2), store.LedgerFailed, false},
-		row{day(3), store.LedgerSkipped, false},
-		row{day(4), store.LedgerPending, false})
+		row{day(0), finding.LedgerFailed, false},
+		row{day(1), finding.LedgerSkipped, false},
+		row{day(2), finding.LedgerFailed, false},
+		row{day(3), finding.LedgerSkipped, false},
+		row{day(4), finding.LedgerPending, false})
 	if es[0].Error != "nuclei exited 2" || es[0].StartedAt.IsZero() || es[0].FinishedAt.IsZero() {
 		t.Errorf("completed row = %+v", es[0])
 	}
@@ -393,7 +392,7 @@ func TestReloadOnChange(t *testing.T) {
 	if es := ledger(t, st, "early"); len(es) != 0 {
 		t.Fatalf("disabled schedule fired: %+v", es)
 	}
-	if es := ledger(t, st, "web"); len(es) != 1 || es[0].Status != store.LedgerPending {
+	if es := ledger(t, st, "web"); len(es) != 1 || es[0].Status != finding.LedgerPending {
 		t.Fatalf("web ledger %+v, want one pending run", es)
 	}
 }

@@ -30,20 +30,20 @@ type CredentialRecord struct {
 }
 
 // CredentialMeta is what may be shown about a credential: everything but
-// the sealed secret.
+// the sealed secret (api.CredentialView is its JSON shape).
 type CredentialMeta struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	Kind       string     `json:"kind"`
-	Username   string     `json:"username,omitempty"`
-	HeaderName string     `json:"header_name,omitempty"`
-	KeyID      string     `json:"key_id"`
-	Targets    []string   `json:"targets"`
-	AllowHTTP  bool       `json:"allow_http"`
-	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	CreatedBy  string     `json:"created_by"`
-	RotatedAt  *time.Time `json:"rotated_at,omitempty"`
+	ID         string
+	Name       string
+	Kind       string
+	Username   string
+	HeaderName string
+	KeyID      string
+	Targets    []string
+	AllowHTTP  bool
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	CreatedBy  string
+	RotatedAt  *time.Time
 }
 
 // credentialAudit is the activity-log view of a credential. It is built

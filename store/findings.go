@@ -183,9 +183,9 @@ type UpsertResult struct {
 	ID          int64
 	Scope       string
 	Fingerprint string
-	Inserted    bool   // first time seen
-	PrevStatus  string // status before this batch; "" when inserted
-	Status      string // status after
+	Inserted    bool           // first time seen
+	PrevStatus  finding.Status // status before this batch; "" when inserted
+	Status      finding.Status // status after
 }
 
 // UpsertFindingsBatch merges a batch into findings inside tx, on behalf of
@@ -316,7 +316,7 @@ func UpsertFindings(ctx context.Context, t *Tx, runID string, fs []finding.Findi
 			if sla != nil {
 				due = sla.due(e.f.Severity.String(), e.seen)
 			}
-			rows[i] = append(row[:24:24], e.seen, e.seen, run, row[25], "open", due, row[26])
+			rows[i] = append(row[:24:24], e.seen, e.seen, run, row[25], string(finding.StatusOpen), due, row[26])
 			// The sighting is recorded under the key just written.
 			fresh[i].key = row[26]
 		}
@@ -335,7 +335,7 @@ func UpsertFindings(ctx context.Context, t *Tx, runID string, fs []finding.Findi
 		for i, e := range fresh {
 			k := freshKeys[i]
 			id := ids[k][0].(int64)
-			res = append(res, UpsertResult{ID: id, Scope: k.scope, Fingerprint: k.fp, Inserted: true, Status: "open"})
+			res = append(res, UpsertResult{ID: id, Scope: k.scope, Fingerprint: k.fp, Inserted: true, Status: finding.StatusOpen})
 			obs[i] = []any{run, id, e.seen, e.key}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"observations"}, []string{"run_id", "finding_id", "seen_at", "mapping_key"}, pgx.CopyFromRows(obs)); err != nil {

@@ -117,7 +117,7 @@ func (s *Store) StartRun(ctx context.Context, id, format string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("starting run %s: %w", id, err)
 	}
-	return status == "processing", nil
+	return finding.RunStatus(status) == finding.RunProcessing, nil
 }
 
 // FailRun marks a run failed with the error, unless it already finished.
@@ -200,7 +200,7 @@ type StatusChange struct {
 	Rule        string
 	Title       string
 	Severity    string
-	From, To    string
+	From, To    finding.Status // From is "" for a new finding
 }
 
 // SLA is how long a finding of each severity may stay open.

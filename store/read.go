@@ -34,12 +34,6 @@ const (
 	maxObservations = 1000
 )
 
-// Run statuses, as the scan_runs.status check constraint allows them.
-var runStatuses = []string{"received", "queued", "processing", "succeeded", "failed", "held", "discarded"}
-
-// RunStatuses lists every scan run status in lifecycle order.
-func RunStatuses() []string { return slices.Clone(runStatuses) }
-
 // InvalidArgumentError reports a filter, limit or cursor the read queries
 // reject. The API answers it with 400 naming Param.
 type InvalidArgumentError struct {
@@ -56,34 +50,34 @@ func (e *InvalidArgumentError) Error() string {
 	return fmt.Sprintf("invalid %s %q: %s", e.Param, v, e.Reason)
 }
 
-// Run is a scan run as the API shows it.
+// Run is a scan run with its progress (api.Run is its JSON shape).
 type Run struct {
-	ID             string          `json:"id"`
-	ScheduleID     string          `json:"schedule_id,omitempty"`
-	Kind           string          `json:"kind"`
-	Scope          string          `json:"scope"`
-	Tool           string          `json:"tool"`
-	Format         string          `json:"format"`
-	FileName       string          `json:"file_name,omitempty"` // as uploaded
-	Status         string          `json:"status"`              // received, queued, processing, succeeded, failed, held, discarded
-	Error          string          `json:"error,omitempty"`
-	ArtifactSHA256 string          `json:"artifact_sha256,omitempty"`
-	Counts         RunCounts       `json:"counts"`
-	Stats          json.RawMessage `json:"stats,omitempty"` // parser statistics, as the consumer recorded them
-	CreatedAt      time.Time       `json:"created_at"`
-	StartedAt      *time.Time      `json:"started_at,omitempty"`
-	FinishedAt     *time.Time      `json:"finished_at,omitempty"`
-	CreatedBy      string          `json:"created_by,omitempty"`
+	ID             string
+	ScheduleID     string
+	Kind           string
+	Scope          string
+	Tool           string
+	Format         string
+	FileName       string // as uploaded
+	Status         finding.RunStatus // received, queued, processing, succeeded, failed, held, discarded
+	Error          string
+	ArtifactSHA256 string
+	Counts         RunCounts
+	Stats          json.RawMessage // parser statistics as the consumer recorded them (JSON), or nil
+	CreatedAt      time.Time
+	StartedAt      *time.Time
+	FinishedAt     *time.Time
+	CreatedBy      string
 }
 
 // RunCounts says how far a run's results got.
 type RunCounts struct {
-	BatchesExpected *int `json:"batches_expected"` // null until the run-finished message arrives
-	BatchesStored   int  `json:"batches_stored"`
-	FindingsSeen    int  `json:"findings_seen"`
+	BatchesExpected *int // nil until the run-finished message arrives
+	BatchesStored   int
+	FindingsSeen    int
 	// Observed is the number of distinct findings the run saw, by severity
 	// (every severity present). Only GetRun fills it: it costs a join.
-	Observed map[string]int `json:"observed,omitempty"`
+	Observed map[string]int
 }
 
 // RunFilter selects runs for ListRuns. Empty fields do not filter.
@@ -156,8 +150,8 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]Run, string, error
 		w.add("r.scope = " + w.arg(f.Scope))
 	}
 	if f.Status != "" {
-		if !slices.Contains(runStatuses, f.Status) {
-			return nil, "", &InvalidArgumentError{Param: "status", Value: f.Status, Reason: "allowed: " + strings.Join(runStatuses, ", ")}
+		if _, err := finding.ParseRunStatus(f.Status); err != nil {
+			return nil, "", &InvalidArgumentError{Param: "status", Value: f.Status, Reason: "allowed: received, queued, processing, succeeded, failed"}
 		}
 		w.add("r.status = " + w.arg(f.Status))
 	}
@@ -186,44 +180,47 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]Run, string, error
 	return runs, next, nil
 }
 
-// FindingRow is a finding as lists show it.
+// FindingRow is a finding as lists show it (api.Finding is its JSON
+// shape).
 type FindingRow struct {
-	ID             int64            `json:"id"`
-	Scope          string           `json:"scope"`
-	Fingerprint    string           `json:"fingerprint"`
-	Kind           string           `json:"kind"`
-	Tool           string           `json:"tool"`
-	Rule           string           `json:"rule"`
-	RuleName       string           `json:"rule_name,omitempty"`
-	Title          string           `json:"title"`
-	Severity       string           `json:"severity"`
-	SeveritySource string           `json:"severity_source,omitempty"`
-	CVSS           *CVSS            `json:"cvss"` // null when the finding has no CVSS vector
-	Status         string           `json:"status"`
-	Suppressed     bool             `json:"suppressed"`
-	Location       finding.Location `json:"location"`
-	CWE            []int            `json:"cwe"`
-	CVE            []string         `json:"cve"`
-	FirstSeen      time.Time        `json:"first_seen"`
-	LastSeen       time.Time        `json:"last_seen"`
-	SLADue         *time.Time       `json:"sla_due"`
-	ResolvedAt     *time.Time       `json:"resolved_at"`
-	ResolvedByRun  *string          `json:"resolved_by_run"`
+	ID             int64
+	Scope          string
+	Fingerprint    string
+	Kind           string
+	Tool           string
+	Rule           string
+	RuleName       string
+	Title          string
+	Severity       string
+	SeveritySource string
+	CVSS           *CVSS // nil when the finding has no CVSS vector
+	Status         finding.Status
+	Suppressed     bool
+	Location       finding.Location
+	CWE            []int
+	CVE            []string
+	FirstSeen      time.Time
+	LastSeen       time.Time
+	SLADue         *time.Time
+	ResolvedAt     *time.Time
+	ResolvedByRun  *string
 	// Controls are the CCM controls the finding is linked to. Each carries
 	// its version because CCM v4.1 reused v4.0.13 ids for other controls.
-	Controls []ControlRef `json:"controls"`
+	Controls []ControlRef
 }
 
 // CVSS is a finding's CVSS vector and scores.
 type CVSS struct {
-	Version       string  `json:"version"`
-	Vector        string  `json:"vector"`
-	Base          float64 `json:"base"`
-	Temporal      float64 `json:"temporal"`
-	Environmental float64 `json:"environmental"`
+	Version       string
+	Vector        string
+	Base          float64
+	Temporal      float64
+	Environmental float64
 }
 
 // ControlRef names a CCM control: ids are only unique within a version.
+// The json tags decode findingColumns' jsonb_agg, not the API's answer
+// (api.ControlRef).
 type ControlRef struct {
 	Version string `json:"version"`
 	ID      string `json:"id"`
@@ -277,7 +274,7 @@ func (f *findingScan) row() FindingRow {
 	r := FindingRow{
 		ID: f.ID, Scope: f.Scope, Fingerprint: f.Fingerprint, Kind: f.Kind, Tool: f.Tool,
 		Rule: f.Rule, RuleName: deref(f.RuleName), Title: f.Title, Severity: f.Severity,
-		SeveritySource: deref(f.SeveritySource), Status: f.Status, Suppressed: f.Suppressed,
+		SeveritySource: deref(f.SeveritySource), Status: finding.Status(f.Status), Suppressed: f.Suppressed,
 		Location: f.Location, CWE: f.CWE, CVE: f.CVE, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen,
 		SLADue: f.SLADue, ResolvedAt: f.ResolvedAt, ResolvedByRun: f.ResolvedByRun, Controls: f.Controls,
 	}
@@ -425,21 +422,22 @@ func (s *Store) StreamFindings(ctx context.Context, f FindingFilter, fn func(Fin
 	}
 }
 
-// FindingDetail is one finding with its evidence trail.
+// FindingDetail is one finding with its evidence trail (api.FindingDetail
+// is its JSON shape).
 type FindingDetail struct {
 	FindingRow
-	ToolVersion              string        `json:"tool_version,omitempty"`
-	Message                  string        `json:"message,omitempty"`
-	Description              string        `json:"description,omitempty"`
-	Tags                     []string      `json:"tags"`
-	References               []string      `json:"references"`
-	Evidence                 []string      `json:"evidence"`
-	SuppressionJustification string        `json:"suppression_justification,omitempty"`
-	LastRunID                *string       `json:"last_run_id"`
-	UpdatedAt                time.Time     `json:"updated_at"`
-	ObservationsTotal        int           `json:"observations_total"`
-	Observations             []Observation `json:"observations"` // newest first, at most 1000
-	Controls                 []ControlLink `json:"controls"`     // shadows FindingRow.Controls: the links with their reasons
+	ToolVersion              string
+	Message                  string
+	Description              string
+	Tags                     []string
+	References               []string
+	Evidence                 []string
+	SuppressionJustification string
+	LastRunID                *string
+	UpdatedAt                time.Time
+	ObservationsTotal        int
+	Observations             []Observation // newest first, at most 1000
+	Controls                 []ControlLink // shadows FindingRow.Controls: the links with their reasons
 }
 
 // Observation is one run that saw the finding: the retest evidence, with
@@ -448,14 +446,16 @@ type FindingDetail struct {
 // later rules change does not alter them. RulesHash is empty and Controls
 // nil for sightings recorded before links were kept per sighting.
 type Observation struct {
-	RunID     string        `json:"run_id" db:"run_id"`
-	SeenAt    time.Time     `json:"seen_at" db:"seen_at"`
-	RulesHash string        `json:"rules_hash,omitempty" db:"rules_hash"`
-	Controls  []ControlLink `json:"controls,omitempty" db:"controls"`
+	RunID     string        `db:"run_id"`
+	SeenAt    time.Time     `db:"seen_at"`
+	RulesHash string        `db:"rules_hash"`
+	Controls  []ControlLink `db:"controls"`
 }
 
 // ControlLink is a finding's link to a CCM control, with the mapping rule
-// that made it and why.
+// that made it and why. The json tags decode observation_mappings.controls
+// (jsonb written as []finding.ControlLink), not the API's answer
+// (api.ControlLink).
 type ControlLink struct {
 	Version string `json:"version" db:"version"`
 	ID      string `json:"id" db:"id"`
@@ -518,13 +518,13 @@ func (s *Store) GetFinding(ctx context.Context, id int64) (FindingDetail, error)
 
 // ControlCount is how many findings are linked to one CCM control.
 type ControlCount struct {
-	Version string `json:"version"`
-	ID      string `json:"id"`
+	Version string
+	ID      string
 	// Open counts active findings (open or reopened) by severity; every
 	// severity is present.
-	Open   map[string]int `json:"open"`
-	Total  int            `json:"total"`  // active findings: the sum of Open
-	Linked int            `json:"linked"` // findings linked in any status
+	Open   map[string]int
+	Total  int // active findings: the sum of Open
+	Linked int // findings linked in any status
 }
 
 // ControlSummary counts, per control that any finding is linked to, the

@@ -9,25 +9,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/starpipe/starpipe/finding"
 )
 
 // ScheduleChannel is the NOTIFY channel on which schedule changes are
 // announced, so that the leading scheduler reloads at once instead of at
 // its next poll.
 const ScheduleChannel = "starpipe_schedules"
-
-// Ledger statuses. A due time's row is created pending (the scan request
-// is queued), skipped (an earlier run of the schedule was still pending or
-// running) or missed (no scheduler was leading when it came due); the scan
-// worker moves a pending row to running and then to succeeded or failed.
-const (
-	LedgerPending   = "pending"
-	LedgerRunning   = "running"
-	LedgerSucceeded = "succeeded"
-	LedgerFailed    = "failed"
-	LedgerSkipped   = "skipped"
-	LedgerMissed    = "missed"
-)
 
 // Schedule is a stored scan schedule. The store keeps the full definition
 // as JSON (Spec) and copies the fields it queries on into columns; package
@@ -58,44 +47,46 @@ type Schedule struct {
 	LastFiredDue time.Time
 	// LastStatus and LastDue describe the most recent ledger row; empty and
 	// zero when the schedule has none.
-	LastStatus string
+	LastStatus finding.LedgerStatus
 	LastDue    time.Time
 }
 
 // LedgerEntry is one row of the run ledger: one due time of a schedule.
+// (api.LedgerEntry is its JSON shape.)
 type LedgerEntry struct {
-	ID       int64     `json:"id"`
-	Schedule string    `json:"schedule"`
-	Due      time.Time `json:"due"`
-	Status   string    `json:"status"`
-	CatchUp  bool      `json:"catch_up"`
+	ID       int64
+	Schedule string
+	Due      time.Time
+	Status   finding.LedgerStatus
+	CatchUp  bool
 	// ScheduleVersion is the version of the schedule the due time was
 	// claimed under (Schedule.Version); 0 for rows that were not claimed
 	// to run (skipped, missed) and rows from before versions were kept.
-	ScheduleVersion int64 `json:"schedule_version,omitempty"`
+	ScheduleVersion int64
 	// RunID is the first run the due time produced (Runs[0] when it was
 	// recorded with its runs), kept for readers of the single-run ledger.
-	RunID string `json:"run_id,omitempty"`
+	RunID string
 	// Runs are every scan run the due time produced, in the order they
 	// were created: for an external schedule with domains, the amass
 	// discovery and then one nuclei run per target. Never nil.
-	Runs       []LedgerRun `json:"runs"`
-	ClaimedAt  time.Time   `json:"claimed_at"`
-	StartedAt  time.Time   `json:"started_at,omitzero"`
-	FinishedAt time.Time   `json:"finished_at,omitzero"`
-	Error      string      `json:"error,omitempty"`
+	Runs       []LedgerRun
+	ClaimedAt  time.Time
+	StartedAt  time.Time // zero until the worker starts the scan
+	FinishedAt time.Time // zero until the row ends
+	Error      string
 }
 
 // LedgerRun is one scan run of a due time, with its scope and its status as
 // the ingest pipeline keeps it (received, queued, processing, succeeded or
 // failed): the ledger row says whether the scan ran, the run whether its
-// output was stored.
+// output was stored. The json tags decode ListLedger's json_agg of the
+// runs, not the API's answer (api.LedgerRun).
 type LedgerRun struct {
-	ID     string `json:"id"`
-	Scope  string `json:"scope"`
-	Tool   string `json:"tool"`
-	Status string `json:"status"`
-	Error  string `json:"error,omitempty"`
+	ID     string            `json:"id"`
+	Scope  string            `json:"scope"`
+	Tool   string            `json:"tool"`
+	Status finding.RunStatus `json:"status"`
+	Error  string            `json:"error"`
 }
 
 // upsertMode says what UpsertSchedule, CreateSchedule and UpdateSchedule
@@ -299,7 +290,7 @@ func scanSchedule(row pgx.CollectableRow) (Schedule, error) {
 		sc.LastFiredDue = *last
 	}
 	if lastStatus != nil {
-		sc.LastStatus = *lastStatus
+		sc.LastStatus = finding.LedgerStatus(*lastStatus)
 	}
 	if lastDue != nil {
 		sc.LastDue = *lastDue
@@ -359,7 +350,7 @@ type Claim struct {
 	// Status is the row's status: pending (fire), skipped (an earlier run
 	// is still unfinished; Blocker is its ledger id), or, when not
 	// Claimed, whatever the existing row holds.
-	Status  string
+	Status  finding.LedgerStatus
 	Blocker int64
 	// Version is the schedule's version when the claim was made, read
 	// under the claim's lock: the version the scan request names. Zero
@@ -406,10 +397,10 @@ func (s *Store) ClaimDue(ctx context.Context, req ClaimRequest) (Claim, error) {
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("checking for an unfinished run: %w", err)
 		}
-		c.Status = LedgerPending
+		c.Status = finding.LedgerPending
 		errText := ""
 		if c.Blocker != 0 {
-			c.Status = LedgerSkipped
+			c.Status = finding.LedgerSkipped
 			errText = "overlaps run " + strconv.FormatInt(c.Blocker, 10) + " of the ledger, which has not finished"
 		}
 		err = tx.QueryRow(ctx, `
@@ -430,14 +421,14 @@ func (s *Store) ClaimDue(ctx context.Context, req ClaimRequest) (Claim, error) {
 			return err
 		default:
 			c.Claimed = true
-			if c.Status == LedgerPending {
+			if c.Status == finding.LedgerPending {
 				c.Version = version
 			}
 		}
 		if err := advanceWatermark(ctx, tx, req.Schedule, req.Due); err != nil {
 			return err
 		}
-		if c.Claimed && c.Status == LedgerPending && req.Enqueue != nil {
+		if c.Claimed && c.Status == finding.LedgerPending && req.Enqueue != nil {
 			return req.Enqueue(ctx, &Tx{tx: tx}, c)
 		}
 		return nil
@@ -507,9 +498,9 @@ func (s *Store) RecordMissed(ctx context.Context, schedule string, dues []time.T
 // added twice. Changing a finished row to the other outcome is ErrConflict
 // (for example a run that the scheduler gave up on as abandoned and that
 // then succeeded); an unknown id is ErrNotFound.
-func (s *Store) MarkLedger(ctx context.Context, id int64, status string, runIDs []string, errText string) error {
+func (s *Store) MarkLedger(ctx context.Context, id int64, status finding.LedgerStatus, runIDs []string, errText string) error {
 	switch status {
-	case LedgerRunning, LedgerSucceeded, LedgerFailed:
+	case finding.LedgerRunning, finding.LedgerSucceeded, finding.LedgerFailed:
 	default:
 		return fmt.Errorf("marking ledger row %d: status %q is not running, succeeded or failed", id, status)
 	}
@@ -522,7 +513,7 @@ func (s *Store) MarkLedger(ctx context.Context, id int64, status string, runIDs 
 	if len(runIDs) > 0 {
 		first = runIDs[0]
 	}
-	var cur string
+	var cur finding.LedgerStatus
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		// The lock orders concurrent marks of one row (a redelivery racing
 		// the original) and tells an unknown id from a finished one.
@@ -541,7 +532,7 @@ func (s *Store) MarkLedger(ctx context.Context, id int64, status string, runIDs 
 				return fmt.Errorf("recording runs: %w", err)
 			}
 		}
-		moving := cur == LedgerPending || (cur == LedgerRunning && status != LedgerRunning)
+		moving := cur == finding.LedgerPending || (cur == finding.LedgerRunning && status != finding.LedgerRunning)
 		if !moving {
 			if first == "" {
 				return nil
@@ -565,9 +556,9 @@ func (s *Store) MarkLedger(ctx context.Context, id int64, status string, runIDs 
 		return fmt.Errorf("marking ledger row %d: %w", id, ErrNotFound)
 	case err != nil:
 		return fmt.Errorf("marking ledger row %d %s: %w", id, status, err)
-	case cur == LedgerPending, cur == LedgerRunning && status != LedgerRunning:
+	case cur == finding.LedgerPending, cur == finding.LedgerRunning && status != finding.LedgerRunning:
 		return nil // moved on
-	case cur == status, status == LedgerRunning:
+	case cur == status, status == finding.LedgerRunning:
 		return nil
 	default:
 		return fmt.Errorf("marking ledger row %d %s: it is already %s: %w", id, status, cur, ErrConflict)

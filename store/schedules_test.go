@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
 )
@@ -122,7 +123,7 @@ func TestScheduleLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err = s.GetSchedule(ctx, "web")
-	if err != nil || got.LastStatus != store.LedgerPending || !got.LastDue.Equal(due) {
+	if err != nil || got.LastStatus != finding.LedgerPending || !got.LastDue.Equal(due) {
 		t.Fatalf("revived = %+v, %v", got, err)
 	}
 	var actions []string
@@ -198,7 +199,7 @@ func TestClaimDueExactlyOnce(t *testing.T) {
 		if claims[i].Claimed {
 			won++
 		}
-		if claims[i].Status != store.LedgerPending || claims[i].LedgerID != claims[0].LedgerID {
+		if claims[i].Status != finding.LedgerPending || claims[i].LedgerID != claims[0].LedgerID {
 			t.Fatalf("claim %d = %+v, want the pending row %d", i, claims[i], claims[0].LedgerID)
 		}
 	}
@@ -254,7 +255,7 @@ func TestRecordMissedAndLedger(t *testing.T) {
 		t.Fatalf("RecordMissed = %d, %v; want 2 (day 1 is taken)", n, err)
 	}
 	catch, err := s.ClaimDue(ctx, store.ClaimRequest{Schedule: "web", Due: d(2), CatchUp: true, Now: d(3)})
-	if err != nil || !catch.Claimed || catch.Status != store.LedgerSkipped || catch.Blocker == 0 {
+	if err != nil || !catch.Claimed || catch.Status != finding.LedgerSkipped || catch.Blocker == 0 {
 		t.Fatalf("catch-up while day 1 pending = %+v, %v; want skipped", catch, err)
 	}
 	es, err := s.ListLedger(ctx, "web", d(1), d(3))
@@ -268,7 +269,7 @@ func TestRecordMissedAndLedger(t *testing.T) {
 	if fmt.Sprint(got) != "[2 pending false 3 missed false 3 skipped true]" {
 		t.Fatalf("ledger [d1, d3) = %v", got)
 	}
-	if got, _ := s.GetSchedule(ctx, "web"); !got.LastFiredDue.Equal(d(2)) || got.LastStatus != store.LedgerSkipped {
+	if got, _ := s.GetSchedule(ctx, "web"); !got.LastFiredDue.Equal(d(2)) || got.LastStatus != finding.LedgerSkipped {
 		t.Fatalf("schedule = %+v", got)
 	}
 	if all, _ := s.ListLedger(ctx, "", time.Time{}, time.Time{}); len(all) != 4 {
@@ -298,16 +299,16 @@ func TestMarkLedger(t *testing.T) {
 	}
 	amass, nuc1, nuc2 := newRun("domains:example.com", "amass"), newRun("http://a.example.com", "nuclei"), newRun("https://a.example.com", "nuclei")
 	steps := []struct {
-		status string
+		status finding.LedgerStatus
 		runs   []string
 		want   error
 	}{
-		{store.LedgerRunning, nil, nil},
-		{store.LedgerRunning, nil, nil}, // replay
-		{store.LedgerSucceeded, []string{amass, nuc1}, nil},
-		{store.LedgerSucceeded, []string{amass, nuc1, nuc2}, nil}, // replay with a run more
-		{store.LedgerRunning, nil, nil},                           // late replay of the start
-		{store.LedgerFailed, nil, store.ErrConflict},
+		{finding.LedgerRunning, nil, nil},
+		{finding.LedgerRunning, nil, nil}, // replay
+		{finding.LedgerSucceeded, []string{amass, nuc1}, nil},
+		{finding.LedgerSucceeded, []string{amass, nuc1, nuc2}, nil}, // replay with a run more
+		{finding.LedgerRunning, nil, nil},                           // late replay of the start
+		{finding.LedgerFailed, nil, store.ErrConflict},
 	}
 	for i, st := range steps {
 		if err := s.MarkLedger(ctx, c.LedgerID, st.status, st.runs, ""); !errors.Is(err, st.want) {
@@ -315,7 +316,7 @@ func TestMarkLedger(t *testing.T) {
 		}
 	}
 	es, _ := s.ListLedger(ctx, "web", time.Time{}, time.Time{})
-	if len(es) != 1 || es[0].Status != store.LedgerSucceeded || es[0].RunID != amass || es[0].StartedAt.IsZero() || es[0].FinishedAt.IsZero() {
+	if len(es) != 1 || es[0].Status != finding.LedgerSucceeded || es[0].RunID != amass || es[0].StartedAt.IsZero() || es[0].FinishedAt.IsZero() {
 		t.Fatalf("ledger = %+v", es)
 	}
 	want := []store.LedgerRun{
@@ -329,16 +330,16 @@ func TestMarkLedger(t *testing.T) {
 	if running, _ := s.RunningFor(ctx, "web"); running {
 		t.Fatal("RunningFor after success")
 	}
-	if err := s.MarkLedger(ctx, 9999, store.LedgerFailed, nil, "x"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.MarkLedger(ctx, 9999, finding.LedgerFailed, nil, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown id: %v", err)
 	}
-	if err := s.MarkLedger(ctx, c.LedgerID, store.LedgerMissed, nil, ""); err == nil {
+	if err := s.MarkLedger(ctx, c.LedgerID, finding.LedgerMissed, nil, ""); err == nil {
 		t.Fatal("status missed accepted from a worker")
 	}
-	if err := s.MarkLedger(ctx, c.LedgerID, store.LedgerFailed, []string{"not-a-uuid"}, ""); err == nil {
+	if err := s.MarkLedger(ctx, c.LedgerID, finding.LedgerFailed, []string{"not-a-uuid"}, ""); err == nil {
 		t.Fatal("bad run id accepted")
 	}
-	if err := s.MarkLedger(ctx, c.LedgerID, store.LedgerSucceeded, []string{"6f1c8c1e-8a51-4f6e-9d6b-0c6f9f4f3a11"}, ""); err == nil {
+	if err := s.MarkLedger(ctx, c.LedgerID, finding.LedgerSucceeded, []string{"6f1c8c1e-8a51-4f6e-9d6b-0c6f9f4f3a11"}, ""); err == nil {
 		t.Fatal("a run that does not exist accepted")
 	}
 }
@@ -421,11 +422,11 @@ func TestScheduleVersion(t *testing.T) {
 	}
 	// The next due time overlaps the pending run: skipped, no version.
 	skipped, err := s.ClaimDue(ctx, store.ClaimRequest{Schedule: "web", Due: due.Add(24 * time.Hour), Now: due.Add(24 * time.Hour)})
-	if err != nil || skipped.Status != store.LedgerSkipped || skipped.Version != 0 {
+	if err != nil || skipped.Status != finding.LedgerSkipped || skipped.Version != 0 {
 		t.Fatalf("overlapping claim = %+v, %v; want skipped without a version", skipped, err)
 	}
 	e, err := s.GetLedgerEntry(ctx, c.LedgerID)
-	if err != nil || e.ScheduleVersion != 4 || e.Schedule != "web" || !e.Due.Equal(due) || e.Status != store.LedgerPending {
+	if err != nil || e.ScheduleVersion != 4 || e.Schedule != "web" || !e.Due.Equal(due) || e.Status != finding.LedgerPending {
 		t.Fatalf("ledger row = %+v, %v; want pending under version 4", e, err)
 	}
 	if e, err := s.GetLedgerEntry(ctx, skipped.LedgerID); err != nil || e.ScheduleVersion != 0 {

@@ -228,15 +228,16 @@ func validRole(r string) bool {
 	return false
 }
 
-// TokenInfo describes a token without its secret (which is not stored).
+// TokenInfo describes a token without its secret, which is not stored
+// (api.Token is its JSON shape).
 type TokenInfo struct {
-	Name       string     `json:"name"`
-	Role       string     `json:"role"`
-	Scopes     []string   `json:"scopes"` // empty: any scope
-	Kinds      []string   `json:"kinds"`  // empty: any kind
-	CreatedAt  time.Time  `json:"created_at"`
-	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	Name       string
+	Role       string
+	Scopes     []string // empty: any scope
+	Kinds      []string // empty: any kind
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
 }
 
 // ListTokens lists every token, revoked ones included.

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/starpipe/starpipe/api"
 	"github.com/starpipe/starpipe/credentials"
 	"github.com/starpipe/starpipe/vault"
 )
@@ -215,7 +216,7 @@ func newCredentialsListCmd(cfgFile *string) *cobra.Command {
 			if asJSON {
 				enc := json.NewEncoder(out)
 				for _, m := range list {
-					if err := enc.Encode(m); err != nil {
+					if err := enc.Encode(api.CredentialViewOf(m)); err != nil {
 						return err
 					}
 				}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/starpipe/starpipe/api"
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/pipeline"
@@ -74,10 +75,10 @@ func runSubmit(cmd *cobra.Command, files []string, fl ingestFlags) error {
 			continue
 		}
 		fmt.Fprintf(out, "%s\n", summary)
-		if status == string(finding.RunHeld) {
+		if status == finding.RunHeld {
 			fmt.Fprintf(cmd.ErrOrStderr(), "starpipe: %s: run %s is held: it would resolve too many of the scope's open findings at once; an operator releases (POST /v1/runs/%s/release) or discards it\n", file, id, id)
 		}
-		if status != string(finding.RunSucceeded) {
+		if status != finding.RunSucceeded {
 			failed = true
 		}
 	}
@@ -109,17 +110,17 @@ func submitFile(ctx context.Context, sub submitter, file string, fl ingestFlags)
 type submitter interface {
 	submit(ctx context.Context, r io.Reader, req pipeline.Request) (string, error)
 	// run returns the run's JSON and its status.
-	run(ctx context.Context, id string) ([]byte, string, error)
+	run(ctx context.Context, id string) ([]byte, finding.RunStatus, error)
 }
 
-func waitRun(ctx context.Context, sub submitter, id string) ([]byte, string, error) {
+func waitRun(ctx context.Context, sub submitter, id string) ([]byte, finding.RunStatus, error) {
 	for {
 		body, status, err := sub.run(ctx, id)
 		if err != nil {
 			return nil, "", err
 		}
 		// A held run waits for a person, not for the pipeline.
-		if finding.RunStatus(status).Finished() {
+		if status.Finished() {
 			return body, status, nil
 		}
 		select {
@@ -254,7 +255,7 @@ func (h *httpSubmitter) submit(ctx context.Context, r io.Reader, pr pipeline.Req
 	return res.ID, nil
 }
 
-func (h *httpSubmitter) run(ctx context.Context, id string) ([]byte, string, error) {
+func (h *httpSubmitter) run(ctx context.Context, id string) ([]byte, finding.RunStatus, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.base+"/v1/runs/"+url.PathEscape(id), nil)
 	if err != nil {
 		return nil, "", err
@@ -263,7 +264,7 @@ func (h *httpSubmitter) run(ctx context.Context, id string) ([]byte, string, err
 	if err != nil {
 		return nil, "", err
 	}
-	var res struct{ Status string }
+	var res api.Run
 	if err := json.Unmarshal(body, &res); err != nil {
 		return nil, "", fmt.Errorf("unexpected answer %q", body)
 	}
@@ -316,13 +317,13 @@ func (d *directSubmitter) submit(ctx context.Context, r io.Reader, req pipeline.
 	return id, nil
 }
 
-func (d *directSubmitter) run(ctx context.Context, id string) ([]byte, string, error) {
+func (d *directSubmitter) run(ctx context.Context, id string) ([]byte, finding.RunStatus, error) {
 	in, err := d.st.GetRunInput(ctx, id)
 	if err != nil {
 		return nil, "", err
 	}
 	b, _ := json.Marshal(map[string]string{"id": id, "status": string(in.Status), "scope": in.Scope, "kind": in.Kind})
-	return b, string(in.Status), nil
+	return b, in.Status, nil
 }
 
 func (d *directSubmitter) close() {

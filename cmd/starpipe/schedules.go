@@ -11,7 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/starpipe/starpipe/api"
 	"github.com/starpipe/starpipe/config"
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/scheduler"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/store"
@@ -168,14 +170,14 @@ missed.`,
 
 // scheduleRow is one schedule as `starpipe schedules list --json` prints it.
 type scheduleRow struct {
-	Name       string    `json:"name"`
-	Kind       string    `json:"kind"`
-	Cadence    string    `json:"cadence"`
-	Timezone   string    `json:"timezone"`
-	Enabled    bool      `json:"enabled"`
-	NextDue    time.Time `json:"next_due,omitzero"`
-	LastStatus string    `json:"last_status,omitempty"`
-	LastDue    time.Time `json:"last_due,omitzero"`
+	Name       string               `json:"name"`
+	Kind       string               `json:"kind"`
+	Cadence    string               `json:"cadence"`
+	Timezone   string               `json:"timezone"`
+	Enabled    bool                 `json:"enabled"`
+	NextDue    time.Time            `json:"next_due,omitzero"`
+	LastStatus finding.LedgerStatus `json:"last_status,omitempty"`
+	LastDue    time.Time            `json:"last_due,omitzero"`
 }
 
 func newSchedulesListCmd(cfgFile *string) *cobra.Command {
@@ -222,7 +224,7 @@ func printScheduleTable(out io.Writer, rows []scheduleRow) error {
 	for _, r := range rows {
 		last := "-"
 		if r.LastStatus != "" {
-			last = r.LastStatus + " (due " + formatDue(r.LastDue, r.Timezone) + ")"
+			last = string(r.LastStatus) + " (due " + formatDue(r.LastDue, r.Timezone) + ")"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", r.Name, r.Kind, r.Cadence, r.Timezone, r.Enabled, formatDue(r.NextDue, r.Timezone), last)
 	}
@@ -275,12 +277,11 @@ domains produces an amass run and then a nuclei run per target.`,
 				return withMigrateHint(err)
 			}
 			if asJSON {
-				if es == nil {
-					es = []store.LedgerEntry{}
-				}
+				// The API's shape (GET /v1/schedules/{name}/ledger entries),
+				// so that scripts read one format.
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(es)
+				return enc.Encode(api.LedgerEntriesOf(es))
 			}
 			return printLedger(cmd.OutOrStdout(), es, sc.Timezone)
 		},
@@ -296,7 +297,7 @@ func printLedger(out io.Writer, es []store.LedgerEntry, tz string) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "DUE\tSTATUS\tRUN\tTOOL\tSCOPE\tRUN STATUS")
 	for _, e := range es {
-		status := e.Status
+		status := string(e.Status)
 		if e.CatchUp {
 			status += " (catch-up)"
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -13,11 +14,11 @@ import (
 func TestPrintLedger(t *testing.T) {
 	due := time.Date(2030, 3, 1, 2, 0, 0, 0, time.UTC)
 	es := []store.LedgerEntry{
-		{Due: due, Status: store.LedgerSucceeded, Runs: []store.LedgerRun{
+		{Due: due, Status: finding.LedgerSucceeded, Runs: []store.LedgerRun{
 			{ID: "11111111-1111-1111-1111-111111111111", Scope: "domains:example.test", Tool: "amass", Status: "succeeded"},
 			{ID: "22222222-2222-2222-2222-222222222222", Scope: "http://www.example.test", Tool: "nuclei", Status: "processing"},
 		}},
-		{Due: due.AddDate(0, 0, 1), Status: store.LedgerMissed, Error: "no scheduler was leading at the due time", Runs: []store.LedgerRun{}},
+		{Due: due.AddDate(0, 0, 1), Status: finding.LedgerMissed, Error: "no scheduler was leading at the due time", Runs: []store.LedgerRun{}},
 	}
 	var b strings.Builder
 	if err := printLedger(&b, es, "UTC"); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/starpipe/starpipe/api"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -79,7 +80,7 @@ A token limited to kinds must name the kind of each upload (kind=...).`,
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				for _, t := range toks {
-					if err := enc.Encode(t); err != nil {
+					if err := enc.Encode(api.TokenOf(t)); err != nil {
 						return err
 					}
 				}

@@ -214,7 +214,7 @@ func (c *Consumer) poison(ctx context.Context, runID string, cause error) error 
 			// A bad key is not a reason to retry a poison message forever.
 			c.log.Warn("failing run of poison message", "run_id", runID, "err", err)
 		}
-		c.m.runs.WithLabelValues("failed").Inc()
+		c.m.runs.WithLabelValues(string(finding.RunFailed)).Inc()
 	}
 	return bus.Poison(cause)
 }
@@ -254,7 +254,7 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 			return ctx.Err()
 		}
 		c.log.Warn("run failed: unreadable artifact", "run_id", runID, "err", err)
-		c.m.runs.WithLabelValues("failed").Inc()
+		c.m.runs.WithLabelValues(string(finding.RunFailed)).Inc()
 		return c.st.FailRun(ctx, runID, sanitize.Text(err.Error(), maxReason))
 	}
 	ok, err := c.st.StartRun(ctx, runID, in.Format)
@@ -352,7 +352,7 @@ func (c *Consumer) storeBatch(ctx context.Context, p FindingsBatch) error {
 			f := byFP[r.Fingerprint]
 			opened = append(opened, store.StatusChange{
 				ID: r.ID, Scope: r.Scope, Fingerprint: r.Fingerprint, Tool: f.Tool, Rule: f.RuleID,
-				Title: f.Title, Severity: f.Severity.String(), To: string(finding.StatusOpen),
+				Title: f.Title, Severity: f.Severity.String(), To: finding.StatusOpen,
 			})
 		}
 		if err := recordChanges(ctx, tx, p.RunID, systemActor, opened); err != nil {
@@ -397,7 +397,7 @@ func (c *Consumer) runEnvironment(ctx context.Context, runID string) (*scoring.E
 // finishRun records run-finished and reconciles when every batch is in.
 func (c *Consumer) finishRun(ctx context.Context, p RunFinished) error {
 	if finding.RunStatus(p.Status) != finding.RunSucceeded {
-		c.m.runs.WithLabelValues("failed").Inc()
+		c.m.runs.WithLabelValues(string(finding.RunFailed)).Inc()
 		return c.st.FailRun(ctx, p.RunID, p.Error)
 	}
 	stats := map[string]any{
@@ -435,7 +435,7 @@ func (c *Consumer) reconcile(ctx context.Context, tx *store.Tx, runID string) er
 			"run_id", runID, "would_resolve", res.WouldResolve, "open", res.Open, "status_changes", len(res.Changes))
 		return nil
 	}
-	c.m.runs.WithLabelValues("succeeded").Inc()
+	c.m.runs.WithLabelValues(string(finding.RunSucceeded)).Inc()
 	c.log.Info("run succeeded", "run_id", runID, "status_changes", len(res.Changes))
 	return nil
 }
@@ -456,16 +456,16 @@ func recordChanges(ctx context.Context, tx *store.Tx, runID, actor string, chang
 		typ := eventType(ch.From, ch.To)
 		var before any
 		if ch.From != "" {
-			before = map[string]string{"status": ch.From}
+			before = map[string]string{"status": string(ch.From)}
 		}
 		acts[i] = store.Activity{
 			At: now, Actor: actor, Action: "finding." + typ, SubjectType: "finding",
 			SubjectID: strconv.FormatInt(ch.ID, 10), RunID: runID,
-			Before: before, After: map[string]string{"status": ch.To},
+			Before: before, After: map[string]string{"status": string(ch.To)},
 		}
 		v, err := bus.EncodeID(bus.NewID(), typ, now, FindingEvent{
 			FindingID: ch.ID, Scope: ch.Scope, Fingerprint: ch.Fingerprint, Tool: ch.Tool, Rule: ch.Rule,
-			Title: ch.Title, Severity: ch.Severity, From: ch.From, To: ch.To, RunID: runID,
+			Title: ch.Title, Severity: ch.Severity, From: string(ch.From), To: string(ch.To), RunID: runID,
 		})
 		if err != nil {
 			return err
@@ -496,11 +496,11 @@ func recordRunEvent(ctx context.Context, tx *store.Tx, typ, action, actor string
 	return store.EnqueueBatch(ctx, tx, []store.OutboxMessage{{Topic: bus.TopicFindingEvents, Key: ev.RunID, Payload: v}})
 }
 
-func eventType(from, to string) string {
+func eventType(from, to finding.Status) string {
 	switch {
-	case to == string(finding.StatusResolved):
+	case to == finding.StatusResolved:
 		return bus.TypeResolved
-	case to == string(finding.StatusReopened):
+	case to == finding.StatusReopened:
 		return bus.TypeReopened
 	}
 	return bus.TypeOpened

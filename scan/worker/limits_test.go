@@ -126,7 +126,7 @@ func TestTimeLimitAndConcurrency(t *testing.T) {
 		deadline := time.Now().Add(2 * time.Minute)
 		for {
 			e := status(name)
-			if e.Status != "" && e.Status != store.LedgerPending && e.Status != store.LedgerRunning {
+			if e.Status != "" && e.Status != finding.LedgerPending && e.Status != finding.LedgerRunning {
 				return e
 			}
 			if time.Now().After(deadline) {
@@ -137,21 +137,21 @@ func TestTimeLimitAndConcurrency(t *testing.T) {
 	}
 
 	// The quick schedule ends while the tarpit still holds its slot.
-	if e := waitEnded("quick"); e.Status != store.LedgerSucceeded {
+	if e := waitEnded("quick"); e.Status != finding.LedgerSucceeded {
 		t.Fatalf("quick: %+v, want succeeded", e)
 	}
-	if e := status("tarpit"); e.Status != store.LedgerRunning {
+	if e := status("tarpit"); e.Status != finding.LedgerRunning {
 		t.Fatalf("tarpit is %q when the quick schedule ended, want running (the quick one did not overtake it)", e.Status)
 	}
 	e := waitEnded("tarpit")
-	if e.Status != store.LedgerFailed || !strings.Contains(e.Error, "time limit") {
+	if e.Status != finding.LedgerFailed || !strings.Contains(e.Error, "time limit") {
 		t.Fatalf("tarpit: %+v, want failed with a time limit error", e)
 	}
 
 	publish("pair-a", codeSchedule("pair-a", "/pair-a", time.Minute))
 	publish("pair-b", codeSchedule("pair-b", "/pair-b", time.Minute))
 	for _, name := range []string{"pair-a", "pair-b"} {
-		if e := waitEnded(name); e.Status != store.LedgerSucceeded {
+		if e := waitEnded(name); e.Status != finding.LedgerSucceeded {
 			t.Fatalf("%s: %+v, want succeeded (both scans running at once)", name, e)
 		}
 	}

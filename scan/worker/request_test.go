@@ -106,7 +106,7 @@ func TestForgedRequests(t *testing.T) {
 	if len(runs) != 1 || !ok || r.Status != "succeeded" {
 		t.Fatalf("runs by scope %+v, want one succeeded run of the stored repository %s", runs, scope)
 	}
-	if e := es[0]; e.Status != store.LedgerSucceeded || e.RunID != r.ID || e.ScheduleVersion != 1 {
+	if e := es[0]; e.Status != finding.LedgerSucceeded || e.RunID != r.ID || e.ScheduleVersion != 1 {
 		t.Fatalf("ledger row %+v, want succeeded with run %s under version 1", e, r.ID)
 	}
 	var foreign int
@@ -223,7 +223,7 @@ func TestStoredScheduleChecks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e.Status != store.LedgerFailed || len(e.Runs) != 0 || !strings.Contains(e.Error, c.want) {
+			if e.Status != finding.LedgerFailed || len(e.Runs) != 0 || !strings.Contains(e.Error, c.want) {
 				t.Fatalf("ledger row %+v, want failed without runs, the error naming %q", e, c.want)
 			}
 			// Redelivered, the request changes nothing.

@@ -56,7 +56,7 @@ type Credentials interface {
 // Ledger records and reads the progress of scheduled runs, and reads the
 // stored schedules they run; *store.Store implements it.
 type Ledger interface {
-	MarkLedger(ctx context.Context, id int64, status string, runIDs []string, errText string) error
+	MarkLedger(ctx context.Context, id int64, status finding.LedgerStatus, runIDs []string, errText string) error
 	GetLedgerEntry(ctx context.Context, id int64) (store.LedgerEntry, error)
 	GetSchedule(ctx context.Context, name string) (store.Schedule, error)
 }
@@ -203,7 +203,7 @@ func (w *Worker) Handle(ctx context.Context, msg bus.Message) error {
 	if err != nil || sp == nil {
 		return err
 	}
-	if err := w.opt.Ledger.MarkLedger(ctx, req.LedgerID, store.LedgerRunning, nil, ""); err != nil {
+	if err := w.opt.Ledger.MarkLedger(ctx, req.LedgerID, finding.LedgerRunning, nil, ""); err != nil {
 		return ledgerError(err)
 	}
 	limit := w.timeLimit(*sp)
@@ -270,7 +270,7 @@ func (w *Worker) load(ctx context.Context, log *slog.Logger, req bus.ScanRequest
 			req.LedgerID, req.Schedule, req.Version, req.Due.UTC().Format(time.RFC3339), e.Schedule, e.ScheduleVersion, e.Due.UTC().Format(time.RFC3339)))
 	}
 	switch e.Status {
-	case store.LedgerPending, store.LedgerRunning:
+	case finding.LedgerPending, finding.LedgerRunning:
 	default:
 		log.Info("scan request already handled", "status", e.Status)
 		return nil, nil
@@ -321,9 +321,9 @@ func (w *Worker) load(ctx context.Context, log *slog.Logger, req bus.ScanRequest
 // cannot change it, and returning the conflict would retry the message
 // forever.
 func (w *Worker) complete(ctx context.Context, log *slog.Logger, ledgerID int64, runIDs []string, scanErr error) error {
-	status, errText := store.LedgerSucceeded, ""
+	status, errText := finding.LedgerSucceeded, ""
 	if scanErr != nil {
-		status, errText = store.LedgerFailed, scanErr.Error()
+		status, errText = finding.LedgerFailed, scanErr.Error()
 	}
 	err := w.opt.Ledger.MarkLedger(ctx, ledgerID, status, runIDs, errText)
 	if errors.Is(err, store.ErrConflict) {

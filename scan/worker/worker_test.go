@@ -223,7 +223,7 @@ func (h *harness) waitLedger(name string, n int) []store.LedgerEntry {
 			return false
 		}
 		for _, e := range es {
-			if e.Status != store.LedgerSucceeded && e.Status != store.LedgerFailed {
+			if e.Status != finding.LedgerSucceeded && e.Status != finding.LedgerFailed {
 				return false
 			}
 		}
@@ -356,7 +356,7 @@ func TestExternalScan(t *testing.T) {
 	if len(runs) != 1 || !ok {
 		t.Fatalf("runs by scope: %+v, want one for %s", runs, srv.URL)
 	}
-	if e := es[0]; e.Status != store.LedgerSucceeded || !e.Due.Equal(due) || e.CatchUp || e.RunID != r.ID || e.Error != "" {
+	if e := es[0]; e.Status != finding.LedgerSucceeded || !e.Due.Equal(due) || e.CatchUp || e.RunID != r.ID || e.Error != "" {
 		t.Fatalf("ledger row %+v, want succeeded at %s with run %s", e, due, r.ID)
 	}
 	if r.Status != "succeeded" || r.Kind != "external" || r.Format != "nuclei" {
@@ -395,7 +395,7 @@ func TestExternalScan(t *testing.T) {
 	srv.Close()
 	h.fire(next)
 	es = h.waitLedger("web", 2)
-	if e := es[1]; e.Status != store.LedgerFailed || !e.Due.Equal(next) || e.RunID != "" ||
+	if e := es[1]; e.Status != finding.LedgerFailed || !e.Due.Equal(next) || e.RunID != "" ||
 		!strings.Contains(e.Error, srv.URL) || !strings.Contains(e.Error, "unreachable") {
 		t.Fatalf("ledger row of the scan of the stopped target: %+v", e)
 	}
@@ -440,7 +440,7 @@ func TestAuthenticatedScan(t *testing.T) {
 		if len(runs) != 1 || !ok || r.Status != "succeeded" || r.Kind != "authenticated" {
 			t.Fatalf("%s: runs by scope %+v, want one succeeded for %s", c.schedule, runs, c.scope)
 		}
-		if es[0].Status != store.LedgerSucceeded || es[0].RunID != r.ID {
+		if es[0].Status != finding.LedgerSucceeded || es[0].RunID != r.ID {
 			t.Fatalf("%s: ledger row %+v", c.schedule, es[0])
 		}
 		byRule := h.findings(c.scope)
@@ -605,7 +605,7 @@ func TestDomainDiscovery(t *testing.T) {
 	if len(got) != len(zone) {
 		t.Errorf("amass artifact names %v, want those of %v", got, zone)
 	}
-	if e := es[0]; e.Status != store.LedgerSucceeded || e.RunID != ar.ID {
+	if e := es[0]; e.Status != finding.LedgerSucceeded || e.RunID != ar.ID {
 		t.Fatalf("ledger row %+v, want succeeded with the amass run %s", e, ar.ID)
 	}
 	// Every run of the due time is in its ledger row, with the scope and
@@ -625,7 +625,7 @@ func TestDomainDiscovery(t *testing.T) {
 	}
 	for _, l := range lr {
 		r := runs[l.Scope]
-		if l.ID != r.ID || l.Status != "succeeded" || l.Status != r.Status {
+		if l.ID != r.ID || l.Status != "succeeded" || string(l.Status) != r.Status {
 			t.Errorf("ledger run %+v, want run %+v", l, r)
 		}
 	}
@@ -723,7 +723,7 @@ func TestCodeScan(t *testing.T) {
 	if len(runs) != 1 || !found || r.Status != "succeeded" || r.Kind != "code" || r.Format != "sarif" {
 		t.Fatalf("runs by scope %+v, want one succeeded SARIF run for %s", runs, scope)
 	}
-	if e := es[0]; e.Status != store.LedgerSucceeded || e.RunID != r.ID {
+	if e := es[0]; e.Status != finding.LedgerSucceeded || e.RunID != r.ID {
 		t.Fatalf("ledger row %+v, want succeeded with run %s", e, r.ID)
 	}
 	var n, observed int
@@ -735,7 +735,7 @@ func TestCodeScan(t *testing.T) {
 	}
 
 	es = h.waitLedger("code-broken", 1)
-	if e := es[0]; e.Status != store.LedgerFailed || e.RunID != "" || !strings.Contains(e.Error, "scan command failed") || !strings.Contains(e.Error, scope) {
+	if e := es[0]; e.Status != finding.LedgerFailed || e.RunID != "" || !strings.Contains(e.Error, "scan command failed") || !strings.Contains(e.Error, scope) {
 		t.Errorf("ledger row of the failing command %+v", e)
 	}
 	var brokenRuns int
@@ -797,7 +797,7 @@ type abandoningIntake struct {
 }
 
 func (a abandoningIntake) Submit(ctx context.Context, r io.Reader, req pipeline.Request) (string, error) {
-	if err := a.st.MarkLedger(ctx, a.ledgerID, store.LedgerFailed, nil, "abandoned"); err != nil {
+	if err := a.st.MarkLedger(ctx, a.ledgerID, finding.LedgerFailed, nil, "abandoned"); err != nil {
 		return "", err
 	}
 	return a.Intake.Submit(ctx, r, req)
@@ -826,7 +826,7 @@ func TestAbandonedWhileRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(es) != 1 || es[0].Status != store.LedgerFailed || es[0].Error != "abandoned" {
+	if len(es) != 1 || es[0].Status != finding.LedgerFailed || es[0].Error != "abandoned" {
 		t.Fatalf("ledger %+v, want the abandoned row kept", es)
 	}
 }
@@ -938,7 +938,7 @@ func TestScannerCrashes(t *testing.T) {
 	for _, c := range cases {
 		e := handle(c.name, repos[c.name])
 		t.Logf("%s: %s", c.name, e.Error)
-		if e.Status != store.LedgerFailed || e.RunID != "" {
+		if e.Status != finding.LedgerFailed || e.RunID != "" {
 			t.Errorf("%s: ledger row %+v, want failed without a run", c.name, e)
 		}
 		for _, w := range c.want {
@@ -948,7 +948,7 @@ func TestScannerCrashes(t *testing.T) {
 		}
 	}
 	// The worker is unaffected: the next request succeeds.
-	if e := handle("after-crashes", newRepo(t)); e.Status != store.LedgerSucceeded || e.RunID == "" {
+	if e := handle("after-crashes", newRepo(t)); e.Status != finding.LedgerSucceeded || e.RunID == "" {
 		t.Fatalf("request after the crashes: ledger row %+v, want succeeded with a run", e)
 	}
 }

@@ -1,0 +1,43 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"github.com/starpipe/starpipe/credentials"
+	"github.com/starpipe/starpipe/store"
+)
+
+// Store is what the /v1 routes read and write; *store.Store implements it.
+// It is declared here, where it is used, so that the API's reach into the
+// database is listed in one place; a route that needs more adds the
+// method here.
+type Store interface {
+	// Runs, findings and controls (read.go).
+	GetRun(ctx context.Context, id string) (store.Run, error)
+	ListRuns(ctx context.Context, f store.RunFilter) ([]store.Run, string, error)
+	GetFinding(ctx context.Context, id int64) (store.FindingDetail, error)
+	ListFindings(ctx context.Context, f store.FindingFilter) ([]store.FindingRow, string, error)
+	StreamFindings(ctx context.Context, f store.FindingFilter, fn func(store.FindingRow) error) error
+	ControlSummary(ctx context.Context, ccmVersion string) ([]store.ControlCount, error)
+
+	// Schedules and their ledger (schedules.go).
+	ListSchedules(ctx context.Context) ([]store.Schedule, error)
+	GetSchedule(ctx context.Context, name string) (store.Schedule, error)
+	CreateSchedule(ctx context.Context, sc store.Schedule, actor string) error
+	UpdateSchedule(ctx context.Context, sc store.Schedule, actor string) error
+	DeleteSchedule(ctx context.Context, name, actor string) error
+	ListLedger(ctx context.Context, schedule string, from, to time.Time) ([]store.LedgerEntry, error)
+
+	// Credentials (credentials.go); sealing goes through package
+	// credentials.
+	credentials.Writer
+	credentials.MetadataReader
+	ListCredentials(ctx context.Context) ([]store.CredentialMeta, error)
+	DeleteCredential(ctx context.Context, name, actor string) error
+
+	// Tokens (tokens.go).
+	IssueToken(ctx context.Context, spec store.TokenSpec, actor string) (string, error)
+	ListTokens(ctx context.Context) ([]store.TokenInfo, error)
+	RevokeToken(ctx context.Context, name, actor string) error
+}
