@@ -55,8 +55,8 @@ func TestWireShapes(t *testing.T) {
 		{"ledger/sparse", `{"id":1,"schedule":"web","due":"2030-01-02T03:04:05.6Z","status":"missed","catch_up":false,"runs":[],"claimed_at":"2030-01-02T03:04:05.6Z"}`},
 		{"credential/full", `{"id":"c1","name":"app","kind":"basic","username":"u","header_name":"X-Key","key_id":"k1","targets":["https://app.example.com/"],"allow_http":true,"created_at":"2030-01-02T03:04:05.6Z","updated_at":"2030-01-03T00:00:00+01:00","created_by":"alice","rotated_at":"2030-01-03T00:00:00+01:00"}`},
 		{"credential/sparse", `{"id":"c2","name":"tok","kind":"bearer","key_id":"k1","targets":[],"allow_http":false,"created_at":"2030-01-02T03:04:05.6Z","updated_at":"2030-01-02T03:04:05.6Z","created_by":"bob"}`},
-		{"token/full", `{"name":"ci","role":"ingest","created_at":"2030-01-02T03:04:05.6Z","last_used_at":"2030-01-03T00:00:00+01:00","revoked_at":"2030-01-03T00:00:00+01:00"}`},
-		{"token/sparse", `{"name":"admin","role":"admin","created_at":"2030-01-02T03:04:05.6Z"}`},
+		{"token/full", `{"name":"ci","role":"ingest","scopes":[],"kinds":[],"created_at":"2030-01-02T03:04:05.6Z","last_used_at":"2030-01-03T00:00:00+01:00","revoked_at":"2030-01-03T00:00:00+01:00"}`},
+		{"token/sparse", `{"name":"admin","role":"admin","scopes":[],"kinds":[],"created_at":"2030-01-02T03:04:05.6Z"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

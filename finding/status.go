@@ -75,7 +75,6 @@ func (s RunStatus) Finished() bool {
 	return s == RunSucceeded || s == RunFailed || s == RunHeld || s == RunDiscarded
 }
 
-
 // LedgerStatus is the outcome of one due time of a schedule in the run
 // ledger. A due time's row is created pending (the scan request is
 // queued), skipped (an earlier run of the schedule was still pending or

@@ -35,7 +35,7 @@ func TestParseRunStatus(t *testing.T) {
 }
 
 func TestRunStatusesInLifecycleOrder(t *testing.T) {
-	want := []RunStatus{RunReceived, RunQueued, RunProcessing, RunSucceeded, RunFailed}
+	want := []RunStatus{RunReceived, RunQueued, RunProcessing, RunSucceeded, RunFailed, RunHeld, RunDiscarded}
 	got := RunStatuses()
 	if !slices.Equal(got, want) {
 		t.Fatalf("RunStatuses() = %v, want %v", got, want)

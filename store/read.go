@@ -58,7 +58,7 @@ type Run struct {
 	Scope          string
 	Tool           string
 	Format         string
-	FileName       string // as uploaded
+	FileName       string            // as uploaded
 	Status         finding.RunStatus // received, queued, processing, succeeded, failed, held, discarded
 	Error          string
 	ArtifactSHA256 string
