@@ -339,7 +339,7 @@ func (r *ArtifactReader) next() error {
 func (r *ArtifactReader) verify() error {
 	switch {
 	case r.n != r.a.Size:
-		r.err = fmt.Errorf("reading artifact %s: %d bytes, not %d: %w", r.a.SHA256, r.n, r.a.Size, ErrCorrupt)
+		r.err = fmt.Errorf("reading artifact %s: content does not match its hash (%d bytes, not %d): %w", r.a.SHA256, r.n, r.a.Size, ErrCorrupt)
 	case hex.EncodeToString(r.h.Sum(nil)) != r.a.SHA256:
 		r.err = fmt.Errorf("reading artifact %s: content does not match its hash: %w", r.a.SHA256, ErrCorrupt)
 	default:
