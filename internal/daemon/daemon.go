@@ -180,9 +180,12 @@ func (d *Daemon) build(ctx context.Context) error {
 	}
 
 	d.intake = pipeline.NewIntake(st, cfg.Ingest.MaxBytes, d.opt.log)
-	d.add(part{name: "artifact sweep", stage: stageBackground, run: func(ctx context.Context) error {
-		return pipeline.SweepArtifacts(ctx, st, d.opt.log)
-	}})
+	if cfg.HasRole(config.RoleAPI) || cfg.HasRole(config.RoleWorker) {
+		// The roles that upload also delete what a dead upload left.
+		d.add(part{name: "artifact sweep", stage: stageBackground, run: func(ctx context.Context) error {
+			return pipeline.SweepArtifacts(ctx, st, d.opt.log)
+		}})
+	}
 
 	if cfg.HasRole(config.RoleRelay) {
 		rel := relay.New(st, d.producer, d.opt.log, append([]relay.Option{relay.WithMetrics(d.reg)}, d.opt.relayOpts...)...)
