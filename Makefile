@@ -41,6 +41,7 @@ run: deps build
 test: deps build
 	STARPIPE_BIN=$(abspath $(BIN)) STARPIPE_SCANNER_BIN=$(abspath $(SCANNER)) ./scripts/test.sh
 
+# BENCH_MEMORY=1 adds the daemon's peak memory with a 1 GB SARIF (slow).
 bench: build
 	STARPIPE_SCANNER_BIN=$(abspath $(SCANNER)) BENCHTIME=$(BENCHTIME) ./scripts/bench.sh
 

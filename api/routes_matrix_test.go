@@ -79,7 +79,7 @@ func newFullServer(t *testing.T) (*Server, *store.Store) {
 	}
 	return New(Options{
 		Auth: storeAuthenticator{st}, Store: st, Catalogs: cats, Keyring: keyring,
-		Intake: pipeline.NewIntake(st, 1<<20, t.TempDir(), nil), HeldRuns: pipeline.NewHeldRuns(st, nil),
+		Intake: pipeline.NewIntake(st, 1<<20, nil), HeldRuns: pipeline.NewHeldRuns(st, nil),
 	}), st
 }
 

@@ -21,7 +21,7 @@ const nucleiLine = `{"template-id":"git-config","info":{"name":"Git config","sev
 func TestUpload(t *testing.T) {
 	t.Parallel()
 	st, _ := storetest.New(t)
-	srv := New(Options{Auth: storeAuthenticator{st}, Store: st, Intake: pipeline.NewIntake(st, 4096, t.TempDir(), nil)})
+	srv := New(Options{Auth: storeAuthenticator{st}, Store: st, Intake: pipeline.NewIntake(st, 4096, nil)})
 	token := func(role string) string {
 		tok, err := st.CreateToken(t.Context(), "upload-"+role, role)
 		if err != nil {

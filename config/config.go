@@ -83,6 +83,10 @@ type MappingConfig struct {
 
 // IngestConfig bounds what a single uploaded file may be.
 type IngestConfig struct {
+	// MaxBytes bounds one upload (default 16 GiB). Artifacts are stored
+	// as 4 MiB chunks, so PostgreSQL's 1 GB value limit no longer applies
+	// and memory does not grow with the size; the default bounds the
+	// database space and parse time one upload can take.
 	MaxBytes   int64 `yaml:"max_bytes"`
 	MaxDepth   int   `yaml:"max_depth"`
 	MaxString  int   `yaml:"max_string"`
@@ -157,7 +161,7 @@ func Default() Config {
 		Kafka:           KafkaConfig{Partitions: 6, ReplicationFactor: 1, ClientID: "starpipe", Compression: "zstd", SessionTimeout: 10 * time.Second},
 		Mapping:         MappingConfig{CCMVersion: "4.0.13"},
 		Ingest: IngestConfig{
-			MaxBytes:    4 << 30,
+			MaxBytes:    16 << 30, // see IngestConfig.MaxBytes
 			MaxDepth:    128,
 			MaxString:   16 << 20,
 			MaxResults:  10_000_000,

@@ -12,3 +12,9 @@ if [ -z "${STARPIPE_TEST_DATABASE_URL:-}" ]; then
 	export STARPIPE_TEST_DATABASE_URL="$url"
 fi
 go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-1s}" ${BENCHPKGS:-./...}
+
+# The daemon's peak memory with a 1 GB SARIF end to end: minutes, so only
+# when asked (docs/benchmarks/pipeline.md, "Memory").
+if [ -n "${BENCH_MEMORY:-}" ]; then
+	./scripts/bench-memory.sh
+fi

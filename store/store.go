@@ -34,7 +34,10 @@ type DBTX interface {
 type Store struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
-	zdec *zstd.Decoder // DecodeAll is safe for concurrent use
+	// Artifact chunks are compressed and decompressed whole (EncodeAll,
+	// DecodeAll), both safe for concurrent use and bounded by ChunkSize.
+	zenc *zstd.Encoder
+	zdec *zstd.Decoder
 }
 
 type options struct {
@@ -85,12 +88,22 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
 	}
-	zdec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0))
+	// A chunk decompresses to at most ChunkSize: a frame claiming more is
+	// corrupt, and refusing it keeps a damaged header from allocating.
+	zdec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(2*ChunkSize))
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("creating zstd decoder: %w", err)
 	}
-	return &Store{pool: pool, log: o.log.With("component", "store"), zdec: zdec}, nil
+	// Two encoders: concurrent uploads beyond that wait for one, which
+	// bounds the memory compression takes.
+	zenc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(2), zstd.WithWindowSize(ChunkSize), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		pool.Close()
+		zdec.Close()
+		return nil, fmt.Errorf("creating zstd encoder: %w", err)
+	}
+	return &Store{pool: pool, log: o.log.With("component", "store"), zenc: zenc, zdec: zdec}, nil
 }
 
 // Ping checks that the database answers, for readiness probes.
@@ -105,6 +118,7 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() {
 	s.pool.Close()
 	s.zdec.Close()
+	_ = s.zenc.Close()
 }
 
 // Tx is a transaction opened by InTx. The store functions that take one

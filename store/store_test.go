@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -229,41 +228,6 @@ func TestTokens(t *testing.T) {
 	}
 	if err := s.RevokeToken(ctx, "nobody", "test"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("RevokeToken(nobody): got %v, want ErrNotFound", err)
-	}
-}
-
-func TestArtifactStoredOnce(t *testing.T) {
-	t.Parallel()
-	s, _ := storetest.New(t)
-	ctx := t.Context()
-	raw := bytes.Repeat([]byte(`{"template-id":"tls-version","host":"example.com"}`+"\n"), 1000)
-	sha1, err := s.PutArtifact(ctx, nil, bytes.NewReader(raw), "nuclei-jsonl")
-	if err != nil {
-		t.Fatalf("PutArtifact: %v", err)
-	}
-	sha2, err := s.PutArtifact(ctx, nil, bytes.NewReader(raw), "nuclei-jsonl")
-	if err != nil {
-		t.Fatalf("PutArtifact again: %v", err)
-	}
-	if sha1 != sha2 || len(sha1) != 64 {
-		t.Fatalf("hashes %q, %q", sha1, sha2)
-	}
-	var n int
-	if err := storetest.SQL(t, s).QueryRow(ctx, `SELECT count(*) FROM artifacts`).Scan(&n); err != nil || n != 1 {
-		t.Fatalf("artifact rows = %d, %v; want 1", n, err)
-	}
-	a, got, err := s.GetArtifact(ctx, sha1)
-	if err != nil {
-		t.Fatalf("GetArtifact: %v", err)
-	}
-	if !bytes.Equal(got, raw) {
-		t.Fatal("content read back differs")
-	}
-	if a.Encoding != "zstd" || a.Size != int64(len(raw)) || a.CompressedSize >= a.Size || a.Format != "nuclei-jsonl" {
-		t.Fatalf("artifact = %+v", a)
-	}
-	if _, _, err := s.GetArtifact(ctx, strings.Repeat("0", 64)); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("unknown artifact: got %v, want ErrNotFound", err)
 	}
 }
 

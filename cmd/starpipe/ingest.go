@@ -81,7 +81,7 @@ for the run to finish and prints its summary. --scope is required.`,
 	f.DurationVar(&fl.timeout, "timeout", 10*time.Minute, "how long --wait waits for one run")
 	f.StringVar(&fl.schedule, "schedule", "", "schedule the run belongs to (optional)")
 	f.StringVarP(&fl.cfgFile, "config", "c", "", "configuration file for storing without --server")
-	f.Int64Var(&fl.limits.MaxBytes, "max-bytes", 0, "largest file accepted, in bytes (0: default 4 GiB, -1: no limit)")
+	f.Int64Var(&fl.limits.MaxBytes, "max-bytes", 0, "largest file accepted, in bytes (0: default 16 GiB, -1: no limit)")
 	f.IntVar(&fl.limits.MaxDepth, "max-depth", 0, "deepest JSON nesting accepted (0: default 128, -1: no limit)")
 	f.IntVar(&fl.limits.MaxString, "max-string", 0, "longest JSON string or text line accepted, in bytes (0: default 16 MiB, -1: no limit)")
 	f.IntVar(&fl.limits.MaxResults, "max-results", 0, "most results accepted from one file (0: default 10,000,000, -1: no limit)")

@@ -289,7 +289,7 @@ func newDirectSubmitter(ctx context.Context, cfgFile string) (*directSubmitter, 
 		st.Close()
 		return nil, err
 	}
-	d := &directSubmitter{st: st, in: pipeline.NewIntake(st, cfg.Ingest.MaxBytes, "", nil)}
+	d := &directSubmitter{st: st, in: pipeline.NewIntake(st, cfg.Ingest.MaxBytes, nil)}
 	if len(cfg.Kafka.Brokers) > 0 {
 		bcfg, err := busConfig(cfg)
 		if err != nil {

@@ -28,7 +28,7 @@ type Limits struct {
 // parses) and small enough that a hostile file cannot exhaust memory.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxBytes:   4 << 30, // 4 GiB
+		MaxBytes:   16 << 30, // 16 GiB, the daemon's default ingest.max_bytes
 		MaxDepth:   128,
 		MaxString:  16 << 20, // 16 MiB
 		MaxResults: 10_000_000,

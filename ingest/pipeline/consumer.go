@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -54,7 +53,7 @@ type Config struct {
 type RunStore interface {
 	InTx(ctx context.Context, fn func(*store.Tx) error) error
 	GetRunInput(ctx context.Context, id string) (store.RunInput, error)
-	GetArtifact(ctx context.Context, sha string) (store.Artifact, []byte, error)
+	OpenArtifact(ctx context.Context, sha string) (store.Artifact, *store.ArtifactReader, error)
 	RunFileName(ctx context.Context, runID string) (string, error)
 	RunEnvironment(ctx context.Context, runID string) (string, error)
 	StartRun(ctx context.Context, id, format string) (bool, error)
@@ -221,7 +220,8 @@ func (c *Consumer) poison(ctx context.Context, runID string, cause error) error 
 
 // parseRun is the parse stage: it validates the artifact completely before
 // emitting anything, so a corrupt file fails its run with nothing written,
-// then streams it again into batches.
+// then streams it again into batches. Both passes read the artifact from
+// storage one chunk at a time: memory does not grow with its size.
 func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 	in, err := c.st.GetRunInput(ctx, runID)
 	if err != nil {
@@ -229,10 +229,6 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 	}
 	if in.Status.Finished() {
 		return nil // a replay of a run already done
-	}
-	_, raw, err := c.st.GetArtifact(ctx, in.ArtifactSHA)
-	if err != nil {
-		return err
 	}
 	name, err := c.st.RunFileName(ctx, runID)
 	if err != nil {
@@ -244,18 +240,33 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 	opt := parse.Options{File: name, Kind: finding.ScanKind(in.Kind), Scope: in.Scope, Limits: c.cfg.Limits}
 	format := ingest.Format(in.Format)
 
-	// Pass 1: validate. The parsers stream, so this costs time, not memory.
+	// Pass 1: validate, and check the whole artifact against its hash
+	// (the parser may stop before the end of its input). Stored content
+	// that no longer matches is poison: reading it again will not help.
 	count := parse.Sink{
 		Finding: func(*finding.Finding) error { return nil },
 		Asset:   func(*finding.Asset) error { return nil },
 	}
-	if _, _, err := c.parse(ctx, bytes.NewReader(raw), format, opt, count); err != nil {
+	err = c.readArtifact(ctx, in.ArtifactSHA, func(r *store.ArtifactReader) error {
+		_, _, perr := c.parse(ctx, r, format, opt, count)
+		if rerr := r.Err(); rerr != nil {
+			return rerr // the parser saw the reader's failure, maybe unwrapped
+		}
+		if perr != nil {
+			return &invalidArtifact{perr}
+		}
+		return r.Verify()
+	})
+	if ia, ok := errors.AsType[*invalidArtifact](err); ok {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		c.log.Warn("run failed: unreadable artifact", "run_id", runID, "err", err)
+		c.log.Warn("run failed: unreadable artifact", "run_id", runID, "err", ia.err)
 		c.m.runs.WithLabelValues(string(finding.RunFailed)).Inc()
-		return c.st.FailRun(ctx, runID, sanitize.Text(err.Error(), maxReason))
+		return c.st.FailRun(ctx, runID, sanitize.Text(ia.err.Error(), maxReason))
+	}
+	if err != nil {
+		return err
 	}
 	ok, err := c.st.StartRun(ctx, runID, in.Format)
 	if err != nil || !ok {
@@ -285,7 +296,16 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 		},
 		Asset: func(*finding.Asset) error { return nil },
 	}
-	stats, sanitized, err := c.parseStorable(ctx, bytes.NewReader(raw), format, opt, sink)
+	var stats parse.Stats
+	var sanitized *sanitize.Counts
+	err = c.readArtifact(ctx, in.ArtifactSHA, func(r *store.ArtifactReader) error {
+		var perr error
+		stats, sanitized, perr = c.parseStorable(ctx, r, format, opt, sink)
+		if rerr := r.Err(); rerr != nil {
+			return rerr
+		}
+		return perr
+	})
 	if err == nil {
 		err = b.emit()
 	}
@@ -297,6 +317,23 @@ func (c *Consumer) parseRun(ctx context.Context, runID string) error {
 		Findings: stats.Findings, Suppressed: stats.Suppressed, NotFinding: stats.NotFindings,
 		Assets: stats.Assets, Tools: stats.Tools, Sanitized: sanitized,
 	})
+}
+
+// invalidArtifact is a parse error of pass 1: the file is not what its
+// format says, which fails the run (the DLQ has nothing to add).
+type invalidArtifact struct{ err error }
+
+func (e *invalidArtifact) Error() string { return e.err.Error() }
+func (e *invalidArtifact) Unwrap() error { return e.err }
+
+// readArtifact opens the run's artifact for one pass of fn.
+func (c *Consumer) readArtifact(ctx context.Context, sha string, fn func(*store.ArtifactReader) error) error {
+	_, r, err := c.st.OpenArtifact(ctx, sha)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return fn(r)
 }
 
 func (c *Consumer) publish(ctx context.Context, runID, typ string, payload any) error {

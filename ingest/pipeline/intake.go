@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -17,26 +17,28 @@ import (
 	"github.com/starpipe/starpipe/store"
 )
 
-// Intake accepts scan output. Nothing is published directly: the artifact,
-// the run and an outbox row commit in one transaction, and the relay
-// delivers the row, so an upload succeeds while the broker is down.
+// Intake accepts scan output. Nothing is published directly: the artifact
+// is streamed into storage in chunks, then the run and an outbox row
+// commit in one small transaction with the artifact's row, and the relay
+// delivers the outbox row, so an upload succeeds while the broker is down.
 type Intake struct {
 	st       *store.Store
 	maxBytes int64
-	tmpDir   string
 	log      *slog.Logger
 }
 
-// NewIntake builds an intake. maxBytes bounds one upload; tmpDir holds the
-// spooled upload while it is sniffed and stored ("" for the system's).
-func NewIntake(st *store.Store, maxBytes int64, tmpDir string, log *slog.Logger) *Intake {
+// NewIntake builds an intake. maxBytes bounds one upload (< 0: no bound).
+func NewIntake(st *store.Store, maxBytes int64, log *slog.Logger) *Intake {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Intake{st: st, maxBytes: maxBytes, tmpDir: tmpDir, log: log.With("component", "intake")}
+	return &Intake{st: st, maxBytes: maxBytes, log: log.With("component", "intake")}
 }
 
-// Submit stores r as a new run and queues it; it returns the run id.
+// Submit stores r as a new run and queues it; it returns the run id. r is
+// read once, as it arrives: the first 64 KiB are sniffed for the format,
+// and the rest goes straight to storage (store.StageArtifact), so memory
+// does not grow with the upload's size.
 func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string, error) {
 	if req.Format == "" {
 		req.Format = string(ingest.FormatAuto)
@@ -45,26 +47,11 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 	if err != nil {
 		return "", invalidRequest(err.Error())
 	}
-	// Spool to disk first: the body is read once, its size is bounded, and
-	// format detection and the artifact store read the same bytes.
-	f, err := os.CreateTemp(in.tmpDir, "starpipe-upload-*")
-	if err != nil {
-		return "", fmt.Errorf("spooling upload: %w", err)
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	n, err := io.Copy(f, io.LimitReader(r, in.maxBytes+1))
-	if err != nil {
-		return "", fmt.Errorf("reading upload: %w", err)
-	}
-	if n > in.maxBytes {
-		return "", tooLarge(in.maxBytes)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", fmt.Errorf("rewinding upload: %w", err)
-	}
 	if format == ingest.FormatAuto {
-		prefix, _ := bufio.NewReaderSize(f, 64<<10).Peek(64 << 10)
+		br := bufio.NewReaderSize(r, ingest.SniffSize)
+		// A short body ends the peek early; whatever it holds is sniffed,
+		// and a read error comes back from the staging below.
+		prefix, _ := br.Peek(ingest.SniffSize)
 		if format, err = ingest.Detect(prefix); err != nil {
 			if pe, ok := errors.AsType[*parse.Error](err); ok {
 				pe.File = req.FileName
@@ -74,21 +61,36 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 			}
 			return "", &RequestError{Kind: ErrUnsupportedFormat, Msg: err.Error()}
 		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return "", fmt.Errorf("rewinding upload: %w", err)
-		}
+		r = br
 	}
 	if err := req.normalise(format); err != nil {
 		return "", err
 	}
+	staged, err := in.st.StageArtifact(ctx, r, in.maxBytes)
+	if errors.Is(err, store.ErrTooLarge) {
+		return "", tooLarge(in.maxBytes)
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading upload: %w", err)
+	}
+	// Until an artifact row takes the chunks they are deleted on the way
+	// out, also when the content was already stored under its hash.
+	committed := false
+	defer func() {
+		if !committed {
+			in.st.DiscardArtifact(context.WithoutCancel(ctx), staged)
+		}
+	}()
 	runID := uuid.NewString()
 	msg, err := bus.Encode(bus.TypeRunReceived, RunReceived{RunID: runID})
 	if err != nil {
 		return "", err
 	}
+	sha, n := staged.SHA256, staged.Size
+	var isNew bool
 	err = in.st.InTx(ctx, func(tx *store.Tx) error {
-		sha, err := in.st.PutArtifact(ctx, tx, f, string(format))
-		if err != nil {
+		var err error
+		if isNew, err = in.st.CommitArtifact(ctx, tx, staged, string(format)); err != nil {
 			return err
 		}
 		if err := store.CreateRun(ctx, tx, store.NewRun{
@@ -112,7 +114,8 @@ func (in *Intake) Submit(ctx context.Context, r io.Reader, req Request) (string,
 	if err != nil {
 		return "", fmt.Errorf("recording run: %w", err)
 	}
-	in.log.Info("run received", "run_id", runID, "format", format, "kind", req.Kind, "bytes", n)
+	committed = isNew
+	in.log.Info("run received", "run_id", runID, "format", format, "kind", req.Kind, "bytes", n, "new_artifact", isNew)
 	return runID, nil
 }
 
@@ -121,4 +124,40 @@ func actorOr(a string) string {
 		return "system"
 	}
 	return a
+}
+
+// Abandoned uploads: an upload's chunks are written before its run, and a
+// process that dies in between leaves them behind (one that only fails
+// deletes them itself). The sweep deletes chunks that no artifact took and
+// that nothing wrote to for artifactIdle, a bound well above the time a
+// live upload takes to send one chunk (httpserver's body read timeout).
+const (
+	artifactIdle  = time.Hour
+	sweepInterval = 10 * time.Minute
+)
+
+// SweepArtifacts deletes abandoned upload chunks at start and then every
+// few minutes until ctx ends. Replicas may all run it: the delete is the
+// same whoever does it. A failed sweep is logged and tried again later.
+func SweepArtifacts(ctx context.Context, st *store.Store, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "artifact-sweep")
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		n, err := st.SweepArtifactBlobs(ctx, artifactIdle)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("sweeping abandoned uploads", "err", err)
+		case n > 0:
+			log.Info("abandoned uploads deleted", "uploads", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }

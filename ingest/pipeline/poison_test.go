@@ -25,13 +25,17 @@ func TestRefusedForGood(t *testing.T) {
 
 	// processingRun records a run as the parse stage leaves it, and
 	// returns its id and its artifact's hash.
-	processingRun := func(start bool) (string, string) {
+	processingRun := func(start bool, content ...[]byte) (string, string) {
 		t.Helper()
 		runID := bus.NewID()
 		var sha string
 		err := h.st.InTx(h.ctx, func(tx *store.Tx) error {
 			var err error
-			if sha, err = h.st.PutArtifact(h.ctx, tx, strings.NewReader(`{"version":"2.1.0","runs":[]}`), "sarif"); err != nil {
+			data := []byte(`{"version":"2.1.0","runs":[]}`)
+			if len(content) > 0 {
+				data = content[0]
+			}
+			if sha, err = h.st.PutArtifact(h.ctx, tx, bytes.NewReader(data), "sarif"); err != nil {
 				return err
 			}
 			return store.CreateRun(h.ctx, tx, store.NewRun{ID: runID, Kind: "code", Scope: scope, Tool: "sarif", Format: "sarif", ArtifactSHA: sha})
@@ -80,7 +84,7 @@ func TestRefusedForGood(t *testing.T) {
 			runID, _ := processingRun(true)
 			return poison{key: runID, value: batch(runID, "before\x00after"), failRun: true, reason: "SQLSTATE 22"}
 		}},
-		{"artifact that no longer matches its hash", func(t *testing.T) poison {
+		{"single-value artifact that no longer matches its hash", func(t *testing.T) poison {
 			runID, sha := processingRun(false)
 			var gz bytes.Buffer
 			zw := gzip.NewWriter(&gz)
@@ -90,14 +94,24 @@ func TestRefusedForGood(t *testing.T) {
 			if err := zw.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := storetest.SQL(t, h.st).Exec(h.ctx, `UPDATE artifacts SET encoding = 'gzip', content = $2 WHERE sha256 = $1`, sha, gz.Bytes()); err != nil {
+			// As stored before chunks: one gzip value.
+			if _, err := storetest.SQL(t, h.st).Exec(h.ctx, `UPDATE artifacts SET encoding = 'gzip', content = $2, blob_id = NULL WHERE sha256 = $1`, sha, gz.Bytes()); err != nil {
 				t.Fatal(err)
 			}
-			v, err := bus.Encode(bus.TypeRunReceived, pipeline.RunReceived{RunID: runID})
-			if err != nil {
+			return poison{key: runID, value: runReceived(t, runID), failRun: true, reason: "does not match its hash"}
+		}},
+		{"corrupt chunk of a multi-chunk artifact", func(t *testing.T) poison {
+			data := genSARIF("synthscan", seq(0, 25_000)) // about 10 MB: 3 chunks
+			if len(data) <= 2*store.ChunkSize {
+				t.Fatalf("test SARIF of %d bytes spans fewer than 3 chunks", len(data))
+			}
+			runID, sha := processingRun(false, data)
+			if _, err := storetest.SQL(t, h.st).Exec(h.ctx, `
+				UPDATE artifact_chunks SET data = '\x28b52ffd00deadbeef'::bytea
+				WHERE seq = 1 AND blob_id = (SELECT blob_id FROM artifacts WHERE sha256 = $1)`, sha); err != nil {
 				t.Fatal(err)
 			}
-			return poison{key: runID, value: v, failRun: true, reason: "does not match its hash"}
+			return poison{key: runID, value: runReceived(t, runID), failRun: true, reason: "chunk 1"}
 		}},
 	}
 	parked := 0
@@ -129,7 +143,21 @@ func TestRefusedForGood(t *testing.T) {
 		})
 	}
 
+	// A corrupt artifact fails its run before anything is emitted.
+	if n := h.count(`SELECT count(*) FROM run_batches b JOIN scan_runs r ON r.id = b.run_id WHERE r.error LIKE '%chunk 1%'`); n != 0 {
+		t.Fatalf("%d batches stored for the run of a corrupt artifact, want 0", n)
+	}
+
 	// The consumer was not held up: an ordinary upload goes through.
 	ok := h.submit(scope, genSARIF("synthscan", seq(0, 10)))
 	h.waitRunStatus(ok, "succeeded", runTimeout)
+}
+
+func runReceived(t *testing.T, runID string) []byte {
+	t.Helper()
+	v, err := bus.Encode(bus.TypeRunReceived, pipeline.RunReceived{RunID: runID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
@@ -180,11 +179,13 @@ func (d *Daemon) build(ctx context.Context) error {
 		d.add(part{name: "kafka topics", stage: stageBackground, run: d.provisionTopics})
 	}
 
-	spool := filepath.Join(cfg.StateDir, "tmp")
-	if err := os.MkdirAll(spool, 0o700); err != nil {
-		return fmt.Errorf("create upload spool directory: %w", err)
+	d.intake = pipeline.NewIntake(st, cfg.Ingest.MaxBytes, d.opt.log)
+	if cfg.HasRole(config.RoleAPI) || cfg.HasRole(config.RoleWorker) {
+		// The roles that upload also delete what a dead upload left.
+		d.add(part{name: "artifact sweep", stage: stageBackground, run: func(ctx context.Context) error {
+			return pipeline.SweepArtifacts(ctx, st, d.opt.log)
+		}})
 	}
-	d.intake = pipeline.NewIntake(st, cfg.Ingest.MaxBytes, spool, d.opt.log)
 
 	if cfg.HasRole(config.RoleRelay) {
 		rel := relay.New(st, d.producer, d.opt.log, append([]relay.Option{relay.WithMetrics(d.reg), relay.WithMaxAttempts(d.cfg.Relay.MaxAttempts)}, d.opt.relayOpts...)...)

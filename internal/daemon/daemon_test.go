@@ -153,8 +153,8 @@ func TestRolesDecideTheParts(t *testing.T) {
 	}{
 		{[]string{config.RoleIngest}, []string{"kafka topics", "ingest consumer"}, false},
 		{[]string{config.RoleRelay, config.RoleScheduler}, []string{"kafka topics", "relay", "scheduler"}, false},
-		{[]string{config.RoleAPI}, []string{"http"}, true},
-		{config.AllRoles(), []string{"kafka topics", "relay", "ingest consumer", "scheduler", "worker", "http"}, true},
+		{[]string{config.RoleAPI}, []string{"artifact sweep", "http"}, true},
+		{config.AllRoles(), []string{"kafka topics", "artifact sweep", "relay", "ingest consumer", "scheduler", "worker", "http"}, true},
 	} {
 		t.Run(strings.Join(tc.roles, ","), func(t *testing.T) {
 			cfg := e.config(tc.roles...)

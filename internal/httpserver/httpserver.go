@@ -74,7 +74,7 @@ func Scheme(srv *http.Server) string {
 // receive data within d: the connection's read deadline is pushed forward
 // before each read. A multi-GB upload at any steady rate completes; a
 // client that stops sending holds its connection, its upload slot and its
-// spool file for at most d. (http.Server.ReadTimeout bounds the whole
+// staged chunks for at most d. (http.Server.ReadTimeout bounds the whole
 // request instead, which no value suits both a 1 KB and a 4 GB upload.)
 func BodyReadTimeout(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

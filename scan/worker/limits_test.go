@@ -78,7 +78,7 @@ func TestTimeLimitAndConcurrency(t *testing.T) {
 
 	sc := &pacedScanner{started: map[string]bool{}, both: make(chan struct{})}
 	wk := worker.New(worker.Options{
-		Submitter: pipeline.NewIntake(st, 64<<20, t.TempDir(), log), Ledger: st,
+		Submitter: pipeline.NewIntake(st, 64<<20, log), Ledger: st,
 		StateDir: t.TempDir(), Logger: log, Scanner: sc, Analyzers: testAnalyzers,
 		Network: loopbackPolicy, MaxScanDuration: time.Hour,
 	})

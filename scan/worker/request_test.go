@@ -212,7 +212,7 @@ func TestStoredScheduleChecks(t *testing.T) {
 			}
 			sc := refusingScanner{t: t}
 			wk := worker.New(worker.Options{
-				Submitter: pipeline.NewIntake(st, 64<<20, t.TempDir(), nil),
+				Submitter: pipeline.NewIntake(st, 64<<20, nil),
 				Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t),
 				Analyzers: testAnalyzers, Scanner: sc, Policy: c.policy,
 			})

@@ -457,7 +457,7 @@ func TestAuthenticatedScan(t *testing.T) {
 		if _, ok := byRule["starpipe-git-config-exposure"]; !ok {
 			t.Errorf("%s: no git config exposure among %v", c.schedule, ruleIDs(byRule))
 		}
-		a, content, err := h.st.GetArtifact(h.ctx, r.Artifact)
+		a, content, err := storetest.ReadArtifact(t, h.st, r.Artifact)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -487,7 +487,7 @@ func TestAuthenticatedScan(t *testing.T) {
 		t.Errorf("%d artifacts, want 2", len(shas))
 	}
 	for _, sha := range shas {
-		_, content, err := h.st.GetArtifact(h.ctx, sha)
+		_, content, err := storetest.ReadArtifact(t, h.st, sha)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -580,7 +580,7 @@ func TestDomainDiscovery(t *testing.T) {
 	if ar.Assets != 2*len(zone) {
 		t.Errorf("amass run stored %d assets, want %d", ar.Assets, 2*len(zone))
 	}
-	_, content, err := h.st.GetArtifact(h.ctx, ar.Artifact)
+	_, content, err := storetest.ReadArtifact(t, h.st, ar.Artifact)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -815,7 +815,7 @@ func TestAbandonedWhileRunning(t *testing.T) {
 	sp.Code.Analyzer = "cat-sarif"
 	id, msg := claim(t, st, sp)
 	wk := worker.New(worker.Options{
-		Submitter: abandoningIntake{pipeline.NewIntake(st, 64<<20, t.TempDir(), nil), st, id},
+		Submitter: abandoningIntake{pipeline.NewIntake(st, 64<<20, nil), st, id},
 		Ledger:    st, StateDir: t.TempDir(), Logger: testLogger(t), ScannerPath: scanexectest.Binary(t),
 		Analyzers: testAnalyzers, CodeWorkDir: codeWorkDir(t),
 	})
@@ -887,7 +887,7 @@ func TestScannerCrashes(t *testing.T) {
 	st, _ := storetest.New(t)
 	log := testLogger(t)
 	opt := worker.Options{
-		Submitter: pipeline.NewIntake(st, 64<<20, t.TempDir(), nil),
+		Submitter: pipeline.NewIntake(st, 64<<20, nil),
 		Ledger:    st, StateDir: t.TempDir(), Logger: log, ScannerPath: scanexectest.Binary(t),
 		Analyzers: testAnalyzers, CodeWorkDir: codeWorkDir(t),
 	}

@@ -26,6 +26,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -399,4 +400,17 @@ func DumpTable(t testing.TB, st *store.Store, table string) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// ReadArtifact reads a whole stored artifact, for tests that look inside
+// small ones; the daemon itself only streams them (store.OpenArtifact).
+func ReadArtifact(t testing.TB, st *store.Store, sha string) (store.Artifact, []byte, error) {
+	t.Helper()
+	a, r, err := st.OpenArtifact(t.Context(), sha)
+	if err != nil {
+		return a, nil, err
+	}
+	defer r.Close()
+	content, err := io.ReadAll(r)
+	return a, content, err
 }

@@ -3,7 +3,10 @@
 // and peak memory the Go runtime reports, and removes the file. It is a
 // manual measurement for BENCHMARKS.sarif.md, not part of the test suite:
 //
-//	go run ./ingest/sarif/internal/measure1g [-results N] [-keep path]
+//	go run ./ingest/sarif/internal/measure1g [-results N]
+//
+// With -out PATH it only writes the file there and exits: the input of
+// the daemon's memory measurement (scripts/bench-memory.sh).
 package main
 
 import (
@@ -30,7 +33,19 @@ func main() {
 
 func run() error {
 	n := flag.Int("results", 830_000, "results to generate (830k is about 1 GB)")
+	out := flag.String("out", "", "write the file to this path and exit without parsing it")
 	flag.Parse()
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		if err := sarifgen.Write(f, *n); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
 	f, err := os.CreateTemp("", "starpipe-sarif-*.sarif")
 	if err != nil {
 		return err
