@@ -297,3 +297,45 @@ func TestVerifyTableFindsBreak(t *testing.T) {
 		t.Fatalf("VerifyTable = %v, want a break at seq 3", err)
 	}
 }
+
+// TestMigrationChainsExistingRows: rows written before the chain existed
+// are chained in id order by the migration, and new rows continue it.
+func TestMigrationChainsExistingRows(t *testing.T) {
+	t.Parallel()
+	url := storetest.NewEmptyDatabase(t)
+	ctx := t.Context()
+	if err := store.Migrate(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.MigrateDown(ctx, url, 8); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, url, store.WithMaxConns(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	storetest.Attach(t, st, url)
+	if _, err := storetest.SQL(t, st).Exec(ctx, `
+		INSERT INTO activity_log (at, actor, action, subject_type, subject_id, before, after)
+		SELECT now() - make_interval(secs => 100 - i), 'old', 'test.old', 'test', i::text,
+		       CASE WHEN i % 2 = 0 THEN jsonb_build_object('i', i, 'half', i / 2.0) END, '[1, "x"]'
+		FROM generate_series(1, 50) i`); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	seed(t, st, time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), 3)
+	res, err := activity.VerifyTable(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Count != 53 {
+		t.Fatalf("chain of %d rows, want 53", res.Count)
+	}
+	ids := storetest.Strings(t, st, `SELECT id::text FROM activity_log WHERE seq <= 50 AND seq::text <> id::text`)
+	if len(ids) != 0 {
+		t.Fatalf("existing rows not chained in id order: %v", ids)
+	}
+}
