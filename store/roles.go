@@ -107,6 +107,7 @@ BEGIN
               AND p.proowner = me
               AND p.oid <> 'activity_log_append_only()'::regprocedure
               AND p.oid IS DISTINCT FROM to_regprocedure('activity_log_chain()')
+              AND p.oid IS DISTINCT FROM to_regprocedure('activity_log_chain_head()')
               AND p.oid IS DISTINCT FROM to_regprocedure('activity_log_canonical(bigint,bigint,timestamptz,text,text,text,text,uuid,jsonb,jsonb,text)')
         LOOP
             EXECUTE format('ALTER ROUTINE %s OWNER TO %I', r.name, app);
@@ -127,6 +128,7 @@ BEGIN
     -- could otherwise replace them and chain new rows its own way.
     IF to_regprocedure('activity_log_chain()') IS NOT NULL THEN
         ALTER FUNCTION activity_log_chain() OWNER TO starpipe_audit;
+        ALTER FUNCTION activity_log_chain_head() OWNER TO starpipe_audit;
         ALTER FUNCTION activity_log_canonical(bigint,bigint,timestamptz,text,text,text,text,uuid,jsonb,jsonb,text) OWNER TO starpipe_audit;
     END IF;
     IF app <> 'starpipe_audit' THEN
@@ -148,8 +150,8 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() o
                    WHERE (o.object_type = 'table' AND o.object_name = 'activity_log')
                       OR (o.object_type = 'function' AND o.object_name = 'activity_log_append_only')
-                      OR (o.object_type = 'function' AND o.object_identity ~ '(^|\.)activity_log_(append_only|chain|canonical)\(')
-                      OR (o.object_type = 'trigger' AND o.object_identity LIKE 'activity_log_chain on %activity_log')
+                      OR (o.object_type = 'function' AND o.object_identity ~ '(^|\.)activity_log_(append_only|chain|chain_head|canonical)\(')
+                      OR (o.object_type = 'trigger' AND o.object_identity LIKE 'activity_log_chain% on %activity_log')
                       OR (o.object_type = 'trigger' AND o.object_identity LIKE 'activity_log_no_% on %activity_log'))
            AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
             RAISE EXCEPTION 'the activity log is append-only: only a superuser may drop it'

@@ -141,6 +141,8 @@ func TestActivityLogOutOfDaemonsReach(t *testing.T) {
 		"ALTER TABLE activity_log DISABLE TRIGGER activity_log_chain",
 		"DROP TRIGGER activity_log_chain ON activity_log",
 		"DROP FUNCTION activity_log_chain() CASCADE",
+		"ALTER TABLE activity_log DISABLE TRIGGER activity_log_chain_head",
+		"CREATE OR REPLACE FUNCTION activity_log_chain_head() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
 		"CREATE OR REPLACE FUNCTION activity_log_chain() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
 		"CREATE OR REPLACE FUNCTION activity_log_canonical(bigint, bigint, timestamptz, text, text, text, text, uuid, jsonb, jsonb, text) RETURNS text LANGUAGE sql AS $$ SELECT '' $$",
 		"SET ROLE " + store.AuditRole,

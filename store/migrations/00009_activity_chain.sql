@@ -6,9 +6,9 @@
 -- docs/activity-log.md, which define it byte for byte so that a verifier
 -- reproduces it from an export without PostgreSQL).
 --
--- A BEFORE INSERT trigger fills the three columns, so no writer can set
+-- BEFORE INSERT triggers fill the three columns, so no writer can set
 -- them and every existing insert path (INSERT, COPY) chains its rows.
--- It takes a transaction-scoped advisory lock before reading the last
+-- They take a transaction-scoped advisory lock before reading the last
 -- row, so inserts from several daemon replicas take turns: the lock is
 -- held until the inserting transaction ends, and the next inserter reads
 -- the row it committed. A rolled-back insert gives its seq back.
@@ -81,40 +81,66 @@ ALTER TABLE activity_log
 -- fail instead of forking the chain.
 CREATE UNIQUE INDEX activity_log_seq_idx ON activity_log (seq);
 
+-- Two triggers, so that a COPY of many rows pays for the lock and the
+-- look-up of the last row once per statement rather than per row: the
+-- statement-level one takes the lock and reads the chain's head into a
+-- transaction-local setting; the row-level one chains each row from that
+-- setting and advances it. The lock is held to the end of the transaction,
+-- so the head cannot move underneath; a rolled-back subtransaction
+-- restores the setting with its rows.
 -- +goose StatementBegin
-CREATE FUNCTION activity_log_chain() RETURNS trigger
+CREATE FUNCTION activity_log_chain_head() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     last_seq  bigint;
     last_hash text;
+    ignored   text;
 BEGIN
-    -- Re-taking a lock this transaction holds is a local counter bump, so
-    -- a COPY of many rows pays for the wait once.
     PERFORM pg_advisory_xact_lock(hashtext('starpipe.activity_log.chain'));
-    -- A VOLATILE function's query sees the rows earlier in the same
-    -- statement (a multi-row INSERT or COPY) and, under READ COMMITTED,
-    -- everything committed before the lock was granted.
+    -- Under READ COMMITTED this query's snapshot is taken after the lock
+    -- was granted, so it sees the row the previous holder committed.
     SELECT a.seq, a.hash INTO last_seq, last_hash FROM activity_log a ORDER BY a.seq DESC LIMIT 1;
     IF NOT FOUND THEN
         last_seq := 0;
         last_hash := repeat('0', 64);
     END IF;
-    NEW.seq := last_seq + 1;
-    NEW.prev_hash := last_hash;
+    ignored := set_config('starpipe.activity_chain_head', last_seq || ':' || last_hash, true);
+    RETURN NULL;
+END;
+$$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE FUNCTION activity_log_chain() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    head text := current_setting('starpipe.activity_chain_head', true);
+BEGIN
+    IF coalesce(head, '') = '' THEN
+        RAISE EXCEPTION 'activity_log: chain head not set (the statement trigger did not run)'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    NEW.seq := split_part(head, ':', 1)::bigint + 1;
+    NEW.prev_hash := split_part(head, ':', 2);
     NEW.hash := encode(sha256(convert_to(activity_log_canonical(
         NEW.id, NEW.seq, NEW.at, NEW.actor, NEW.action, NEW.subject_type, NEW.subject_id,
         NEW.run_id, NEW.before, NEW.after, NEW.prev_hash), 'UTF8')), 'hex');
+    head := set_config('starpipe.activity_chain_head', NEW.seq || ':' || NEW.hash, true);
     RETURN NEW;
 END;
 $$;
 -- +goose StatementEnd
+CREATE TRIGGER activity_log_chain_head
+    BEFORE INSERT ON activity_log
+    FOR EACH STATEMENT EXECUTE FUNCTION activity_log_chain_head();
 CREATE TRIGGER activity_log_chain
     BEFORE INSERT ON activity_log
     FOR EACH ROW EXECUTE FUNCTION activity_log_chain();
 
 -- +goose Down
 DROP TRIGGER activity_log_chain ON activity_log;
+DROP TRIGGER activity_log_chain_head ON activity_log;
 DROP FUNCTION activity_log_chain();
+DROP FUNCTION activity_log_chain_head();
 DROP FUNCTION activity_log_canonical(bigint, bigint, timestamptz, text, text, text, text, uuid, jsonb, jsonb, text);
 DROP INDEX activity_log_seq_idx;
 ALTER TABLE activity_log DROP COLUMN seq, DROP COLUMN prev_hash, DROP COLUMN hash;
