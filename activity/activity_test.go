@@ -75,6 +75,15 @@ func TestCanonicalMatchesPostgreSQL(t *testing.T) {
 		if string(got) != want {
 			t.Fatalf("row %d canonical form:\n got %s\nwant %s", r.Seq, got, want)
 		}
+		// The trigger writes the canonical form out rather than calling
+		// activity_log_canonical: its hash must be the helper's.
+		var helperHash string
+		if err := db.QueryRow(ctx, `SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')`, want).Scan(&helperHash); err != nil {
+			t.Fatal(err)
+		}
+		if helperHash != r.Hash {
+			t.Fatalf("row %d: trigger hash %s, activity_log_canonical's %s", r.Seq, r.Hash, helperHash)
+		}
 	}
 	res, err := activity.VerifyTable(ctx, st)
 	if err != nil {
