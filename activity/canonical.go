@@ -9,8 +9,9 @@
 // bytes of its canonical form, and prev_hash = the hash of the row before
 // it in the chain (seq - 1), or 64 "0" characters for the first row. The
 // canonical form is the JSON text that PostgreSQL prints for this jsonb
-// object (migration 00009, function activity_log_canonical, computes it in
-// a BEFORE INSERT trigger; Canonical reproduces it byte for byte):
+// object (migration 00009: SQL function activity_log_canonical, and the
+// same expression in the BEFORE INSERT trigger that sets seq, prev_hash
+// and hash; Canonical reproduces it byte for byte):
 //
 //	{"id": ID, "seq": SEQ, "time": TIME, "actor": ACTOR, "after": AFTER,
 //	 "action": ACTION, "before": BEFORE, "run_id": RUN_ID,
