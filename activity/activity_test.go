@@ -316,7 +316,7 @@ func TestMigrationChainsExistingRows(t *testing.T) {
 	if err := store.Migrate(ctx, url); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.MigrateDown(ctx, url, 8); err != nil {
+	if err := store.MigrateDown(ctx, url, beforeChain(t, url)); err != nil {
 		t.Fatal(err)
 	}
 	st, err := store.Open(ctx, url, store.WithMaxConns(2))
@@ -347,4 +347,24 @@ func TestMigrationChainsExistingRows(t *testing.T) {
 	if len(ids) != 0 {
 		t.Fatalf("existing rows not chained in id order: %v", ids)
 	}
+}
+
+// beforeChain is the migration version just before the one that chains the
+// log, found by name so that renumbering the migration needs no edit here.
+func beforeChain(t testing.TB, url string) int64 {
+	t.Helper()
+	ms, err := store.MigrationStatus(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		if strings.HasSuffix(m.Name, "_activity_chain.sql") {
+			if i == 0 {
+				t.Fatal("the chain migration is the first one")
+			}
+			return ms[i-1].Version
+		}
+	}
+	t.Fatal("no *_activity_chain.sql migration")
+	return 0
 }

@@ -14,7 +14,7 @@ import (
 // pipeline: one transaction appending a batch of status-change rows with
 // store.AppendActivityBatch (COPY), as the ingest consumer does per batch
 // of findings, with the chain trigger (chain=on) and on the same schema
-// before migration 00009 (chain=off), side by side.
+// before migration 00012 (chain=off), side by side.
 //
 //	go test -run '^$' -bench AppendActivityBatch -benchtime 200x ./activity/
 func BenchmarkAppendActivityBatch(b *testing.B) {
@@ -35,7 +35,7 @@ func BenchmarkAppendActivityBatch(b *testing.B) {
 		if err := store.Migrate(b.Context(), url); err != nil {
 			b.Fatal(err)
 		}
-		if err := store.MigrateDown(b.Context(), url, 8); err != nil {
+		if err := store.MigrateDown(b.Context(), url, beforeChain(b, url)); err != nil {
 			b.Fatal(err)
 		}
 		st, err := store.Open(b.Context(), url, store.WithMaxConns(2))
