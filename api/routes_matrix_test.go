@@ -50,6 +50,8 @@ var routeAccess = map[string][]string{
 	"DELETE /v1/credentials/{name}": {RoleAdmin},
 
 	"GET /v1/tokens":           {RoleAdmin, RoleAuditor},
+	"GET /v1/activity":         {RoleAdmin, RoleOperator, RoleOwner, RoleAuditor},
+	"GET /v1/activity/export":  {RoleAdmin, RoleOperator, RoleOwner, RoleAuditor},
 	"POST /v1/tokens":          {RoleAdmin},
 	"DELETE /v1/tokens/{name}": {RoleAdmin},
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/starpipe/starpipe/activity"
 	"github.com/starpipe/starpipe/credentials"
 	"github.com/starpipe/starpipe/store"
 )
@@ -35,6 +36,11 @@ type Store interface {
 	credentials.MetadataReader
 	ListCredentials(ctx context.Context) ([]store.CredentialMeta, error)
 	DeleteCredential(ctx context.Context, name, actor string) error
+
+	// The hash-chained activity log (activity.go).
+	ListActivity(ctx context.Context, f store.ActivityFilter) ([]store.ActivityEntry, string, error)
+	StreamActivity(ctx context.Context, f store.ActivityFilter, fn func(store.ActivityEntry) error) error
+	activity.ExportSource
 
 	// Tokens (tokens.go).
 	IssueToken(ctx context.Context, spec store.TokenSpec, actor string) (string, error)

@@ -106,6 +106,9 @@ BEGIN
             WHERE p.pronamespace = current_schema()::regnamespace
               AND p.proowner = me
               AND p.oid <> 'activity_log_append_only()'::regprocedure
+              AND p.oid IS DISTINCT FROM to_regprocedure('activity_log_chain()')
+              AND p.oid IS DISTINCT FROM to_regprocedure('activity_log_chain_head()')
+              AND p.oid IS DISTINCT FROM to_regprocedure('activity_log_canonical(bigint,bigint,timestamptz,text,text,text,text,uuid,jsonb,jsonb,text)')
         LOOP
             EXECUTE format('ALTER ROUTINE %s OWNER TO %I', r.name, app);
         END LOOP;
@@ -121,6 +124,13 @@ BEGIN
     END IF;
     ALTER TABLE activity_log OWNER TO starpipe_audit;
     ALTER FUNCTION activity_log_append_only() OWNER TO starpipe_audit;
+    -- The hash chain's functions (migration 00012): the daemon's role
+    -- could otherwise replace them and chain new rows its own way.
+    IF to_regprocedure('activity_log_chain()') IS NOT NULL THEN
+        ALTER FUNCTION activity_log_chain() OWNER TO starpipe_audit;
+        ALTER FUNCTION activity_log_chain_head() OWNER TO starpipe_audit;
+        ALTER FUNCTION activity_log_canonical(bigint,bigint,timestamptz,text,text,text,text,uuid,jsonb,jsonb,text) OWNER TO starpipe_audit;
+    END IF;
     IF app <> 'starpipe_audit' THEN
         EXECUTE format('REVOKE ALL ON activity_log FROM %I', app);
         EXECUTE format('GRANT SELECT, INSERT ON activity_log TO %I', app);
@@ -140,6 +150,8 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() o
                    WHERE (o.object_type = 'table' AND o.object_name = 'activity_log')
                       OR (o.object_type = 'function' AND o.object_name = 'activity_log_append_only')
+                      OR (o.object_type = 'function' AND o.object_identity ~ '(^|\.)activity_log_(append_only|chain|chain_head|canonical)\(')
+                      OR (o.object_type = 'trigger' AND o.object_identity LIKE 'activity_log_chain% on %activity_log')
                       OR (o.object_type = 'trigger' AND o.object_identity LIKE 'activity_log_no_% on %activity_log'))
            AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
             RAISE EXCEPTION 'the activity log is append-only: only a superuser may drop it'

@@ -137,6 +137,14 @@ func TestActivityLogOutOfDaemonsReach(t *testing.T) {
 		"ALTER EVENT TRIGGER starpipe_guard_activity_log DISABLE",
 		"ALTER TABLE activity_log OWNER TO CURRENT_USER",
 		"CREATE OR REPLACE FUNCTION activity_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+		// The hash chain's trigger and functions (migration 00012).
+		"ALTER TABLE activity_log DISABLE TRIGGER activity_log_chain",
+		"DROP TRIGGER activity_log_chain ON activity_log",
+		"DROP FUNCTION activity_log_chain() CASCADE",
+		"ALTER TABLE activity_log DISABLE TRIGGER activity_log_chain_head",
+		"CREATE OR REPLACE FUNCTION activity_log_chain_head() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+		"CREATE OR REPLACE FUNCTION activity_log_chain() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+		"CREATE OR REPLACE FUNCTION activity_log_canonical(bigint, bigint, timestamptz, text, text, text, text, uuid, jsonb, jsonb, text) RETURNS text LANGUAGE sql AS $$ SELECT '' $$",
 		"SET ROLE " + store.AuditRole,
 	} {
 		t.Run(sql, func(t *testing.T) {
@@ -147,8 +155,23 @@ func TestActivityLogOutOfDaemonsReach(t *testing.T) {
 			}
 		})
 	}
+	// A row inserted with a chain of its own making is chained by the
+	// trigger all the same.
+	forged := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	if _, err := app.Exec(ctx, `INSERT INTO activity_log (actor, action, subject_type, subject_id, seq, prev_hash, hash)
+		VALUES ('test', 'test.forged', 'test', '2', 99, $1, $1)`, forged); err != nil {
+		t.Fatalf("inserting as the daemon's role: %v", err)
+	}
+	var seq int64
+	var prev, hash string
+	if err := app.QueryRow(ctx, "SELECT seq, prev_hash, hash FROM activity_log WHERE action = 'test.forged'").Scan(&seq, &prev, &hash); err != nil {
+		t.Fatal(err)
+	}
+	if seq != 2 || prev == forged || hash == forged {
+		t.Fatalf("forged chain fields kept: seq %d prev_hash %s hash %s", seq, prev, hash)
+	}
 	var n int
-	if err := app.QueryRow(ctx, "SELECT count(*) FROM activity_log WHERE actor = 'test'").Scan(&n); err != nil || n != 1 {
+	if err := app.QueryRow(ctx, "SELECT count(*) FROM activity_log WHERE actor = 'test'").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("reading the log as the daemon's role: %d rows, %v", n, err)
 	}
 }

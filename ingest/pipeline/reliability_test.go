@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starpipe/starpipe/activity"
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/store"
@@ -109,6 +110,10 @@ func TestLifecycleEvents(t *testing.T) {
 			  AND convert_from(o.payload, 'UTF8')::jsonb->'payload'->>'run_id' = a.run_id::text
 		) <> 1`); c != 0 {
 		t.Fatalf("%d status-change activity rows without exactly one matching outbox event", c)
+	}
+	// Batches stored concurrently still leave one unbroken hash chain.
+	if _, err := activity.VerifyTable(h.ctx, h.st); err != nil {
+		t.Fatalf("activity chain after the runs: %v", err)
 	}
 
 	// The relay delivers every event exactly as recorded.
@@ -345,6 +350,15 @@ func TestConcurrentUploads(t *testing.T) {
 	}
 	if c := h.count(`SELECT count(*) FROM outbox WHERE topic = $1`, bus.TopicFindingEvents); c != total {
 		t.Fatalf("%d finding events in all, want %d", c, total)
+	}
+	// Twenty runs' batches appended their activity rows concurrently: one
+	// unbroken chain holding every one of them.
+	res, err := activity.VerifyTable(h.ctx, h.st)
+	if err != nil {
+		t.Fatalf("activity chain: %v", err)
+	}
+	if c := h.count(`SELECT count(*) FROM activity_log`); int64(c) != res.Count {
+		t.Fatalf("chain of %d rows, table of %d", res.Count, c)
 	}
 }
 
