@@ -14,7 +14,7 @@ import (
 // pipeline: one transaction appending a batch of status-change rows with
 // store.AppendActivityBatch (COPY), as the ingest consumer does per batch
 // of findings, with the chain trigger (chain=on) and on the same schema
-// before migration 00012 (chain=off), side by side.
+// before migration 00013 (chain=off), side by side.
 //
 //	go test -run '^$' -bench AppendActivityBatch -benchtime 200x ./activity/
 func BenchmarkAppendActivityBatch(b *testing.B) {

@@ -9,7 +9,7 @@
 // bytes of its canonical form, and prev_hash = the hash of the row before
 // it in the chain (seq - 1), or 64 "0" characters for the first row. The
 // canonical form is the JSON text that PostgreSQL prints for this jsonb
-// object (migration 00012: SQL function activity_log_canonical, and the
+// object (migration 00013: SQL function activity_log_canonical, and the
 // same expression in the BEFORE INSERT trigger that sets seq, prev_hash
 // and hash; Canonical reproduces it byte for byte):
 //

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Reading the hash-chained activity log (migration 00012). Rows are read
+// Reading the hash-chained activity log (migration 00013). Rows are read
 // in chain order (seq), the order their hashes link them in; before and
 // after come back as PostgreSQL's text of the stored jsonb, the form the
 // row's hash covers.

@@ -124,7 +124,7 @@ BEGIN
     END IF;
     ALTER TABLE activity_log OWNER TO starpipe_audit;
     ALTER FUNCTION activity_log_append_only() OWNER TO starpipe_audit;
-    -- The hash chain's functions (migration 00012): the daemon's role
+    -- The hash chain's functions (migration 00013): the daemon's role
     -- could otherwise replace them and chain new rows its own way.
     IF to_regprocedure('activity_log_chain()') IS NOT NULL THEN
         ALTER FUNCTION activity_log_chain() OWNER TO starpipe_audit;

@@ -137,7 +137,7 @@ func TestActivityLogOutOfDaemonsReach(t *testing.T) {
 		"ALTER EVENT TRIGGER starpipe_guard_activity_log DISABLE",
 		"ALTER TABLE activity_log OWNER TO CURRENT_USER",
 		"CREATE OR REPLACE FUNCTION activity_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
-		// The hash chain's trigger and functions (migration 00012).
+		// The hash chain's trigger and functions (migration 00013).
 		"ALTER TABLE activity_log DISABLE TRIGGER activity_log_chain",
 		"DROP TRIGGER activity_log_chain ON activity_log",
 		"DROP FUNCTION activity_log_chain() CASCADE",
