@@ -32,12 +32,13 @@ const (
 	TypeResolved         = "resolved"
 	TypeSLABreached      = "sla-breached"
 	TypeExceptionExpired = "exception-expired"
+	TypeReviewed         = "reviewed" // a person's review decision (review state) changed
 )
 
 var topicTypes = map[string][]string{
 	TopicScanRequests:  {TypeScanRequest},
 	TopicScanResults:   {TypeRunReceived, TypeRunStarted, TypeFindings, TypeRunFinished},
-	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired},
+	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeReviewed},
 }
 
 // KnownType reports whether typ is a message type defined for topic. A
