@@ -35,9 +35,13 @@ const (
 
 // Principal is the authenticated caller.
 type Principal struct {
-	ID   string
+	ID string
+	// Name is who acts, as every change records it: the user's name for a
+	// token that belongs to a user, else the token's (service's) name.
 	Name string
 	Role string
+	// User is the user the token acts as, "" for a named service's token.
+	User string
 }
 
 // ErrUnauthenticated is returned by an Authenticator for an unknown, revoked
