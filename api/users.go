@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/starpipe/starpipe/mapping"
 	"github.com/starpipe/starpipe/review"
 	"github.com/starpipe/starpipe/store"
 )
@@ -65,6 +66,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, _ := PrincipalFrom(r.Context())
+	own = review.ExpandOwnership(own, s.crosswalk())
 	u, err := s.opt.Store.CreateUser(r.Context(), nil, p.Name, store.NewUser{Name: req.Name, Email: req.Email, Role: req.Role}, own)
 	if err != nil {
 		s.reviewFailed(w, r, err, fmt.Sprintf("user %q", req.Name))
@@ -175,6 +177,18 @@ func (s *Server) putOwnership(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"owner": req.Owner, "ownership": after})
 }
 
+// ParseOwnership checks domains ("AIS"), controls ("4.1/TVM-03", or an id
+// in the default version) and scopes as POST /v1/users and PUT
+// /v1/ownership do, for the CLI, and expands controls across CCM versions.
+func ParseOwnership(cats *mapping.Catalogs, domains, controls, scopes []string) ([]store.Ownership, error) {
+	s := &Server{opt: Options{Catalogs: cats}}
+	own, err := s.ownershipOf(ownershipFields{Domains: domains, Controls: controls, Scopes: scopes})
+	if err != nil {
+		return nil, err
+	}
+	return review.ExpandOwnership(own, CatalogCrosswalk(cats)), nil
+}
+
 // ownershipOf checks domains and controls against the catalogues and turns
 // them into assignments, each limited to scopes when given.
 func (s *Server) ownershipOf(f ownershipFields) ([]store.Ownership, error) {
@@ -229,8 +243,11 @@ func (s *Server) knownDomain(code string) bool {
 // controls with exactly the same title (as mapping.Control.SameTitle is
 // derived). Retitled controls (v4.1 AIS-04, AIS-05) have none and must be
 // assigned in each version.
-func (s *Server) crosswalk() review.Crosswalk {
-	cats := s.opt.Catalogs
+func (s *Server) crosswalk() review.Crosswalk { return CatalogCrosswalk(s.opt.Catalogs) }
+
+// CatalogCrosswalk is the review package's Crosswalk over the CCM
+// catalogues (nil without catalogues).
+func CatalogCrosswalk(cats *mapping.Catalogs) review.Crosswalk {
 	if cats == nil {
 		return nil
 	}

@@ -36,6 +36,7 @@ type Config struct {
 	Scoring       ScoringConfig   `yaml:"scoring"`
 	Vault         VaultConfig     `yaml:"vault"`
 	Scheduler     SchedulerConfig `yaml:"scheduler"`
+	SLA           SLAConfig       `yaml:"sla"`
 	Roles         []string        `yaml:"roles"`
 
 	// Analyzers are the code analysers code schedules may name, by name.
@@ -139,6 +140,7 @@ func Default() Config {
 			Concurrency: 4,
 		},
 		Scheduler: SchedulerConfig{Enabled: true},
+		SLA:       DefaultSLA(),
 		Scan:      ScanConfig{AllowPublic: true},
 		Roles:     AllRoles(),
 	}
@@ -286,6 +288,7 @@ func (c *Config) Validate() error {
 		bad("ingest.concurrency", "must be between 1 and 64")
 	}
 	errs = append(errs, c.validateScanning()...)
+	errs = append(errs, c.SLA.validate()...)
 	if len(c.Roles) == 0 {
 		bad("roles", "at least one role is needed")
 	}
