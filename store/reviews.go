@@ -81,6 +81,7 @@ func ApplyReview(ctx context.Context, t *Tx, f FindingFilter, d Review, actor st
 				coalesce(r.state, 'untriaged') AS state, coalesce(r.justification, '') AS justification,
 				coalesce(r.comment, '') AS comment, coalesce(r.decided_by, '') AS decided_by, r.decided_at
 			FROM findings f
+			CROSS JOIN (SELECT $1::text) v -- types $1 (the CCM version) when no condition uses it
 			LEFT JOIN finding_reviews r ON r.scope = f.scope AND r.kind = f.kind AND r.fingerprint = f.fingerprint
 			`+cond+`
 		), changed AS (
@@ -157,7 +158,8 @@ func countFindings(ctx context.Context, q DBTX, f FindingFilter) (int, error) {
 		return 0, err
 	}
 	var n int
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM findings f`+cond, args...).Scan(&n); err != nil {
+	// $1 (the CCM version) is typed even when no condition uses it.
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM findings f CROSS JOIN (SELECT $1::text) v`+cond, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("counting findings: %w", err)
 	}
 	return n, nil
