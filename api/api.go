@@ -34,7 +34,9 @@ const (
 
 // Principal is the authenticated caller.
 type Principal struct {
-	ID   string
+	ID string
+	// Name is who acts, as every change records it: the user's name for a
+	// token that belongs to a user, else the token's (service's) name.
 	Name string
 	Role string
 	// Scopes and Kinds limit what the caller may upload and which held
@@ -42,6 +44,8 @@ type Principal struct {
 	// kinds. Empty means no limit.
 	Scopes []string
 	Kinds  []string
+	// User is the user the token acts as, "" for a named service's token.
+	User string
 }
 
 // ErrUnauthenticated is returned by an Authenticator for an unknown, revoked

@@ -26,5 +26,5 @@ func (a storeAuthenticator) Authenticate(ctx context.Context, token string) (Pri
 	if err != nil {
 		return Principal{}, err
 	}
-	return Principal{ID: p.ID, Name: p.Name, Role: p.Role, Scopes: p.Scopes, Kinds: p.Kinds}, nil
+	return Principal{ID: p.ID, Name: p.Actor(), Role: p.Role, User: p.User, Scopes: p.Scopes, Kinds: p.Kinds}, nil
 }

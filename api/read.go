@@ -109,12 +109,16 @@ func (s *Server) getFinding(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listFindings(w http.ResponseWriter, r *http.Request) {
-	q, err := readQuery(r.URL.Query(), "scope", "status", "severity", "control", "version", "kind", "tool", "limit", "cursor")
+	q, err := readQuery(r.URL.Query(), "scope", "status", "severity", "control", "version", "kind", "tool", "limit", "cursor",
+		"review", "owner", "sort")
 	if err != nil {
 		writeParamError(w, err)
 		return
 	}
 	f, err := s.findingFilter(q)
+	if err == nil {
+		err = reviewListFilter(r, q, &f)
+	}
 	if err != nil {
 		writeParamError(w, err)
 		return
@@ -470,7 +474,7 @@ func readQuery(v url.Values, allowed ...string) (queryParams, error) {
 	return queryParams{v}, nil
 }
 
-func multiValuedParam(k string) bool { return k == "status" || k == "severity" }
+func multiValuedParam(k string) bool { return k == "status" || k == "severity" || k == "review" }
 
 func (q queryParams) one(k string) string { return strings.TrimSpace(q.v.Get(k)) }
 

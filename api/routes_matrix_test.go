@@ -49,11 +49,21 @@ var routeAccess = map[string][]string{
 	"PUT /v1/credentials/{name}":    {RoleAdmin, RoleOperator},
 	"DELETE /v1/credentials/{name}": {RoleAdmin},
 
-	"GET /v1/tokens":           {RoleAdmin, RoleAuditor},
-	"GET /v1/activity":         {RoleAdmin, RoleOperator, RoleOwner, RoleAuditor},
-	"GET /v1/activity/export":  {RoleAdmin, RoleOperator, RoleOwner, RoleAuditor},
-	"POST /v1/tokens":          {RoleAdmin},
-	"DELETE /v1/tokens/{name}": {RoleAdmin},
+	"GET /v1/tokens":                {RoleAdmin, RoleAuditor},
+	"POST /v1/users":                {RoleAdmin},
+	"GET /v1/users":                 {RoleAdmin, RoleAuditor},
+	"GET /v1/users/{name}":          {RoleAdmin, RoleAuditor},
+	"POST /v1/users/{name}/disable": {RoleAdmin},
+	"POST /v1/users/{name}/tokens":  {RoleAdmin},
+	"GET /v1/ownership":             {RoleAdmin, RoleOperator, RoleOwner, RoleAuditor},
+	"PUT /v1/ownership":             {RoleAdmin},
+	"POST /v1/findings/{id}/review": {RoleAdmin, RoleOwner},
+	"POST /v1/findings/review":      {RoleAdmin, RoleOwner},
+	"GET /v1/sla/policies":          {RoleAdmin, RoleOperator, RoleOwner, RoleAuditor},
+	"GET /v1/activity":              {RoleAdmin, RoleOperator, RoleOwner, RoleAuditor},
+	"GET /v1/activity/export":       {RoleAdmin, RoleOperator, RoleOwner, RoleAuditor},
+	"POST /v1/tokens":               {RoleAdmin},
+	"DELETE /v1/tokens/{name}":      {RoleAdmin},
 }
 
 // matrixRequests gives a route a request that its allowed callers can get

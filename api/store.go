@@ -6,6 +6,7 @@ import (
 
 	"github.com/starpipe/starpipe/activity"
 	"github.com/starpipe/starpipe/credentials"
+	"github.com/starpipe/starpipe/review"
 	"github.com/starpipe/starpipe/store"
 )
 
@@ -41,6 +42,20 @@ type Store interface {
 	ListActivity(ctx context.Context, f store.ActivityFilter) ([]store.ActivityEntry, string, error)
 	StreamActivity(ctx context.Context, f store.ActivityFilter, fn func(store.ActivityEntry) error) error
 	activity.ExportSource
+
+	// Users, ownership and review decisions (users.go, review.go); the
+	// decisions themselves go through package review.
+	review.Store
+	review.OwnershipStore
+	CreateUser(ctx context.Context, tx *store.Tx, actor string, u store.NewUser, own []store.Ownership) (store.User, error)
+	CreateUserToken(ctx context.Context, actor, user, tokenName string) (string, error)
+	DisableUser(ctx context.Context, actor, name string) error
+	GetUser(ctx context.Context, name string) (store.User, error)
+	ListUsers(ctx context.Context) ([]store.User, error)
+	ListOwnership(ctx context.Context) (map[string][]store.Ownership, error)
+	GetReview(ctx context.Context, id int64) (store.Review, error)
+	SLAPolicies(ctx context.Context) ([]store.SLAPolicy, error)
+	SLAPolicyAt(ctx context.Context, t time.Time) (store.SLAPolicy, error)
 
 	// Tokens (tokens.go).
 	IssueToken(ctx context.Context, spec store.TokenSpec, actor string) (string, error)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/starpipe/starpipe/finding"
@@ -38,6 +39,11 @@ type Finding struct {
 	// Controls are the CCM controls the finding is linked to, each with
 	// its version: CCM v4.1 reused v4.0.13 ids for other controls.
 	Controls []ControlRef `json:"controls"`
+	// Review is the people's view beside status (untriaged, confirmed,
+	// false_positive, risk_accepted, not_applicable), kept under the
+	// finding's identity; Owners are the users who own one of its controls.
+	Review string   `json:"review"`
+	Owners []string `json:"owners"`
 }
 
 // CVSS is a finding's CVSS vector and scores.
@@ -113,6 +119,7 @@ func FindingOf(f store.FindingRow) Finding {
 		CWE: nonNilSlice(f.CWE), CVE: nonNilSlice(f.CVE), FirstSeen: f.FirstSeen, LastSeen: f.LastSeen,
 		SLADue: f.SLADue, ResolvedAt: f.ResolvedAt, ResolvedByRun: f.ResolvedByRun,
 		Controls: make([]ControlRef, len(f.Controls)),
+		Review:   cmp.Or(f.Review, "untriaged"), Owners: nonNilSlice(f.Owners),
 	}
 	if f.CVSS != nil {
 		out.CVSS = &CVSS{Version: f.CVSS.Version, Vector: f.CVSS.Vector, Base: f.CVSS.Base,

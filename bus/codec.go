@@ -38,12 +38,13 @@ const (
 	TypeRunHeld      = "run-held"
 	TypeRunReleased  = "run-released"
 	TypeRunDiscarded = "run-discarded"
+	TypeReviewed     = "reviewed" // a person's review decision (review state) changed
 )
 
 var topicTypes = map[string][]string{
 	TopicScanRequests:  {TypeScanRequest},
 	TopicScanResults:   {TypeRunReceived, TypeRunStarted, TypeFindings, TypeRunFinished},
-	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeRunHeld, TypeRunReleased, TypeRunDiscarded},
+	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeReviewed, TypeRunHeld, TypeRunReleased, TypeRunDiscarded},
 }
 
 // KnownType reports whether typ is a message type defined for topic. A

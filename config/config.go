@@ -38,6 +38,7 @@ type Config struct {
 	Vault         VaultConfig     `yaml:"vault"`
 	Scheduler     SchedulerConfig `yaml:"scheduler"`
 	Relay         RelayConfig     `yaml:"relay"`
+	SLA           SLAConfig       `yaml:"sla"`
 	Roles         []string        `yaml:"roles"`
 
 	// Analyzers are the code analysers code schedules may name, by name.
@@ -171,6 +172,7 @@ func Default() Config {
 		Reconcile: ReconcileConfig{HoldFraction: 0.5, HoldMin: 5},
 		Scheduler: SchedulerConfig{Enabled: true},
 		Relay:     RelayConfig{MaxAttempts: 5},
+		SLA:       DefaultSLA(),
 		Scan:      ScanConfig{AllowPublic: true, MaxDuration: DefaultScanMaxDuration, Concurrency: DefaultScanConcurrency},
 		Roles:     AllRoles(),
 	}
@@ -333,6 +335,7 @@ func (c *Config) Validate() error {
 	if c.Relay.MaxAttempts < 1 || c.Relay.MaxAttempts > 1000 {
 		bad("relay.max_attempts", "must be between 1 and 1000")
 	}
+	errs = append(errs, c.SLA.validate()...)
 	if len(c.Roles) == 0 {
 		bad("roles", "at least one role is needed")
 	}

@@ -208,11 +208,11 @@ type SLA struct {
 	Critical, High, Medium, Low, Info time.Duration
 }
 
-// DefaultSLA follows common vulnerability-management policy (and the
-// CISA BOD 22-01 spirit for critical): 15/30/90/180 days, none for info.
+// DefaultSLA follows common vulnerability-management policy (DefectDojo's
+// defaults for critical, high and medium): 7/30/90/180 days, none for info.
 func DefaultSLA() SLA {
 	day := 24 * time.Hour
-	return SLA{Critical: 15 * day, High: 30 * day, Medium: 90 * day, Low: 180 * day}
+	return SLA{Critical: 7 * day, High: 30 * day, Medium: 90 * day, Low: 180 * day}
 }
 
 func (s SLA) args() []any {

@@ -207,6 +207,11 @@ type FindingRow struct {
 	// Controls are the CCM controls the finding is linked to. Each carries
 	// its version because CCM v4.1 reused v4.0.13 ids for other controls.
 	Controls []ControlRef
+	// Review is the people's view beside status (see ReviewStates), kept
+	// under the finding's identity; Owners are the users who own one of
+	// its controls.
+	Review string
+	Owners []string
 }
 
 // CVSS is a finding's CVSS vector and scores.
@@ -236,9 +241,18 @@ type FindingFilter struct {
 	CCMVersion string // restricts Control, and the controls listed per row, to one CCM version
 	Kind       string
 	Tool       string
-	Limit      int    // 0 means DefaultPageSize; StreamFindings ignores it
-	Cursor     string // from the previous page's next
+	IDs        []int64  // only these findings
+	Review     []string // review states (no decision is untriaged)
+	Owner      string   // findings this user owns
+	// Sort is "" (by id) or SortSLA: oldest SLA due date first, findings
+	// without one last, then by id.
+	Sort   string
+	Limit  int    // 0 means DefaultPageSize; StreamFindings ignores it
+	Cursor string // from the previous page's next
 }
+
+// SortSLA orders findings by SLA due date, oldest first: an owner's queue.
+const SortSLA = "sla"
 
 // findingScan is the flat shape of findingColumns, for RowToStructByName.
 type findingScan struct {
@@ -268,6 +282,8 @@ type findingScan struct {
 	ResolvedAt        *time.Time       `db:"resolved_at"`
 	ResolvedByRun     *string          `db:"resolved_by_run"`
 	Controls          []ControlRef     `db:"controls"`
+	Review            string           `db:"review"`
+	Owners            []string         `db:"owners"`
 }
 
 func (f *findingScan) row() FindingRow {
@@ -277,6 +293,10 @@ func (f *findingScan) row() FindingRow {
 		SeveritySource: deref(f.SeveritySource), Status: finding.Status(f.Status), Suppressed: f.Suppressed,
 		Location: f.Location, CWE: f.CWE, CVE: f.CVE, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen,
 		SLADue: f.SLADue, ResolvedAt: f.ResolvedAt, ResolvedByRun: f.ResolvedByRun, Controls: f.Controls,
+		Review: f.Review, Owners: f.Owners,
+	}
+	if r.Owners == nil {
+		r.Owners = []string{}
 	}
 	if f.CVSSVector != nil {
 		r.CVSS = &CVSS{Version: deref(f.CVSSVersion), Vector: *f.CVSSVector,
@@ -307,11 +327,14 @@ const findingColumns = `f.id, f.scope, f.fingerprint, f.kind, f.tool, f.rule_id,
 			ORDER BY c.ccm_version, c.control_id)
 		FROM (SELECT DISTINCT ccm_version, control_id FROM control_links
 			WHERE finding_id = f.id AND ($1::text = '' OR ccm_version = $1)) c
-	), '[]') AS controls`
+	), '[]') AS controls,
+	coalesce((SELECT r.state FROM finding_reviews r
+		WHERE r.scope = f.scope AND r.kind = f.kind AND r.fingerprint = f.fingerprint), 'untriaged') AS review,
+	(SELECT array_agg(fo.owner ORDER BY fo.owner) FROM finding_owners fo WHERE fo.finding_id = f.id) AS owners`
 
-// findingQuery builds the WHERE clause of f; after, when positive, keeps
-// ids above it.
-func findingQuery(f FindingFilter, after int64) (string, []any, error) {
+// findingQuery builds the WHERE clause of f; after, when set, keeps the
+// rows that sort after it.
+func findingQuery(f FindingFilter, after cursorKey) (string, []any, error) {
 	w := where{args: []any{f.CCMVersion}} // $1, used by findingColumns
 	if f.Scope != "" {
 		w.add("f.scope = " + w.arg(f.Scope))
@@ -347,8 +370,33 @@ func findingQuery(f FindingFilter, after int64) (string, []any, error) {
 			AND cl.control_id = ` + w.arg(strings.ToUpper(strings.TrimSpace(f.Control))) + `
 			AND ($1::text = '' OR cl.ccm_version = $1))`)
 	}
-	if after > 0 {
-		w.add("f.id > " + w.arg(after))
+	if f.Sort != "" && f.Sort != SortSLA {
+		return "", nil, &InvalidArgumentError{Param: "sort", Value: f.Sort, Reason: "allowed: id, " + SortSLA}
+	}
+	if len(f.IDs) > 0 {
+		w.add("f.id = ANY(" + w.arg(f.IDs) + "::bigint[])")
+	}
+	if len(f.Review) > 0 {
+		for _, st := range f.Review {
+			if !ValidReviewState(st) {
+				return "", nil, &InvalidArgumentError{Param: "review", Value: st, Reason: "allowed: " + strings.Join(ReviewStates(), ", ")}
+			}
+		}
+		w.add(`coalesce((SELECT r.state FROM finding_reviews r
+			WHERE r.scope = f.scope AND r.kind = f.kind AND r.fingerprint = f.fingerprint), 'untriaged') = ANY(` + w.arg(f.Review) + "::text[])")
+	}
+	if f.Owner != "" {
+		w.add("EXISTS (SELECT 1 FROM finding_owners fo WHERE fo.finding_id = f.id AND fo.owner = " + w.arg(f.Owner) + ")")
+	}
+	switch {
+	case after.id <= 0:
+	case f.Sort != SortSLA:
+		w.add("f.id > " + w.arg(after.id))
+	case after.due == nil:
+		w.add("(f.sla_due IS NULL AND f.id > " + w.arg(after.id) + ")")
+	default:
+		d, id := w.arg(*after.due), w.arg(after.id)
+		w.add("(f.sla_due > " + d + " OR (f.sla_due = " + d + " AND f.id > " + id + ") OR f.sla_due IS NULL)")
 	}
 	return w.sql(), w.args, nil
 }
@@ -360,7 +408,7 @@ func (s *Store) ListFindings(ctx context.Context, f FindingFilter) ([]FindingRow
 	if err != nil {
 		return nil, "", err
 	}
-	after, err := decodeFindingCursor(f.Cursor)
+	after, err := decodeFindingCursor(f.Cursor, f.Sort)
 	if err != nil {
 		return nil, "", err
 	}
@@ -371,18 +419,22 @@ func (s *Store) ListFindings(ctx context.Context, f FindingFilter) ([]FindingRow
 	next := ""
 	if len(items) > limit {
 		items = items[:limit]
-		next = findingCursor(items[limit-1].ID)
+		next = findingCursor(f.Sort, &items[limit-1])
 	}
 	return items, next, nil
 }
 
-func (s *Store) findingPage(ctx context.Context, f FindingFilter, after int64, limit int) ([]FindingRow, error) {
+func (s *Store) findingPage(ctx context.Context, f FindingFilter, after cursorKey, limit int) ([]FindingRow, error) {
 	cond, args, err := findingQuery(f, after)
 	if err != nil {
 		return nil, err
 	}
+	order := "f.id"
+	if f.Sort == SortSLA {
+		order = "f.sla_due NULLS LAST, f.id"
+	}
 	rows, _ := s.pool.Query(ctx, `SELECT `+findingColumns+` FROM findings f`+cond+`
-		ORDER BY f.id LIMIT `+strconv.Itoa(limit), args...)
+		ORDER BY `+order+` LIMIT `+strconv.Itoa(limit), args...)
 	scanned, err := pgx.CollectRows(rows, pgx.RowToStructByName[findingScan])
 	if err != nil {
 		return nil, fmt.Errorf("listing findings: %w", err)
@@ -401,7 +453,7 @@ func (s *Store) findingPage(ctx context.Context, f FindingFilter, after int64, l
 // findings inserted while it runs may be included. An error from fn stops
 // the iteration and is returned as is.
 func (s *Store) StreamFindings(ctx context.Context, f FindingFilter, fn func(FindingRow) error) error {
-	after, err := decodeFindingCursor(f.Cursor)
+	after, err := decodeFindingCursor(f.Cursor, f.Sort)
 	if err != nil {
 		return err
 	}
@@ -418,7 +470,8 @@ func (s *Store) StreamFindings(ctx context.Context, f FindingFilter, fn func(Fin
 		if len(items) < streamPageSize {
 			return nil
 		}
-		after = items[len(items)-1].ID
+		last := items[len(items)-1]
+		after = cursorKey{id: last.ID, due: last.SLADue}
 	}
 }
 
@@ -595,29 +648,61 @@ func pageLimit(n int) (int, error) {
 
 func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-func findingCursor(id int64) string { return encodeCursor("f1." + strconv.FormatInt(id, 10)) }
+// cursorKey is the sort key of the last finding of a page: its id, and its
+// SLA due date when sorted by SLA.
+type cursorKey struct {
+	id  int64
+	due *time.Time
+}
+
+func findingCursor(sort string, last *FindingRow) string {
+	if sort != SortSLA {
+		return encodeCursor("f1." + strconv.FormatInt(last.ID, 10))
+	}
+	due := "-"
+	if last.SLADue != nil {
+		due = strconv.FormatInt(last.SLADue.UnixMicro(), 10)
+	}
+	return encodeCursor("s1." + due + "." + strconv.FormatInt(last.ID, 10))
+}
 
 func badCursor(c string) error {
 	return &InvalidArgumentError{Param: "cursor", Value: c, Reason: "not a cursor this listing returned"}
 }
 
-func decodeFindingCursor(c string) (int64, error) {
+func decodeFindingCursor(c, sort string) (cursorKey, error) {
 	if c == "" {
-		return 0, nil
+		return cursorKey{}, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return 0, badCursor(c)
+		return cursorKey{}, badCursor(c)
 	}
+	var k cursorKey
 	rest, ok := strings.CutPrefix(string(b), "f1.")
+	if sort == SortSLA {
+		// The order is part of the cursor: a cursor of one order resumes
+		// nothing in another.
+		var due string
+		if rest, ok = strings.CutPrefix(string(b), "s1."); ok {
+			due, rest, ok = strings.Cut(rest, ".")
+		}
+		if ok && due != "-" {
+			us, err := strconv.ParseInt(due, 10, 64)
+			if err != nil {
+				return cursorKey{}, badCursor(c)
+			}
+			t := time.UnixMicro(us).UTC()
+			k.due = &t
+		}
+	}
 	if !ok {
-		return 0, badCursor(c)
+		return cursorKey{}, badCursor(c)
 	}
-	id, err := strconv.ParseInt(rest, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, badCursor(c)
+	if k.id, err = strconv.ParseInt(rest, 10, 64); err != nil || k.id <= 0 {
+		return cursorKey{}, badCursor(c)
 	}
-	return id, nil
+	return k, nil
 }
 
 func decodeRunCursor(c string) (time.Time, string, error) {

@@ -41,7 +41,9 @@ const tokenPrefix = "sp_"
 type Principal struct {
 	ID   string // token id (uuid)
 	Name string // token name
-	Role string
+	Role string // the user's role for a user's token
+	// User is the user the token acts as, "" for a named service's token.
+	User string
 	// Scopes and Kinds limit what the token may upload: scope patterns
 	// (finding.MatchScope) and scan kinds. Empty means no limit.
 	Scopes []string
@@ -101,6 +103,15 @@ func sortedSet(s []string) []string {
 		out = []string{}
 	}
 	return out
+}
+
+// Actor is who a change made with the token is recorded under: the user,
+// or the token's name for a service.
+func (p Principal) Actor() string {
+	if p.User != "" {
+		return p.User
+	}
+	return p.Name
 }
 
 // hashToken is a plain SHA-256. Tokens carry 256 bits from crypto/rand, so
@@ -201,15 +212,20 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	var p Principal
 	err := s.pool.QueryRow(ctx, `
 		WITH t AS (
-			SELECT id, name, role, scopes, kinds, last_used_at FROM api_tokens
-			WHERE token_hash = $1 AND revoked_at IS NULL
+			-- A user's token has the user's current role, and stops
+			-- working when the user is disabled.
+			SELECT k.id, k.name, coalesce(u.role, k.role) AS role, coalesce(k.user_name, '') AS user_name,
+			       k.scopes, k.kinds, k.last_used_at
+			FROM api_tokens k LEFT JOIN users u ON u.name = k.user_name
+			WHERE k.token_hash = $1 AND k.revoked_at IS NULL
+			  AND (k.user_name IS NULL OR u.disabled_at IS NULL)
 		), touch AS (
 			UPDATE api_tokens SET last_used_at = now()
 			FROM t
 			WHERE api_tokens.id = t.id
 			  AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
 		)
-		SELECT id::text, name, role, scopes, kinds FROM t`, hashToken(token)).Scan(&p.ID, &p.Name, &p.Role, &p.Scopes, &p.Kinds)
+		SELECT id::text, name, role, user_name, scopes, kinds FROM t`, hashToken(token)).Scan(&p.ID, &p.Name, &p.Role, &p.User, &p.Scopes, &p.Kinds)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Principal{}, ErrUnauthenticated
 	}

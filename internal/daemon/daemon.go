@@ -206,6 +206,9 @@ func (d *Daemon) build(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := d.buildReview(ctx); err != nil {
+		return err
+	}
 	for _, x := range d.opt.extras {
 		d.add(part{name: x.name, stage: stageBackground, run: func(ctx context.Context) error { return x.run(ctx, d) }})
 	}
@@ -251,8 +254,8 @@ func (d *Daemon) buildIngest() error {
 	c := d.cfg.Ingest
 	cons := pipeline.NewConsumer(d.st, d.producer, enrich, pipeline.Config{
 		Limits:    parse.Limits{MaxBytes: c.MaxBytes, MaxDepth: c.MaxDepth, MaxString: c.MaxString, MaxResults: c.MaxResults},
-		BatchSize: c.BatchSize,
-		Hold:      store.HoldPolicy{Fraction: d.cfg.Reconcile.HoldFraction, Min: d.cfg.Reconcile.HoldMin},
+		BatchSize: c.BatchSize, SLA: SLAPolicy(d.cfg),
+		Hold: store.HoldPolicy{Fraction: d.cfg.Reconcile.HoldFraction, Min: d.cfg.Reconcile.HoldMin},
 	}, d.opt.log, d.reg)
 	if d.opt.ingestTune != nil {
 		d.opt.ingestTune(cons)

@@ -152,9 +152,9 @@ func TestRolesDecideTheParts(t *testing.T) {
 		http  bool
 	}{
 		{[]string{config.RoleIngest}, []string{"kafka topics", "ingest consumer"}, false},
-		{[]string{config.RoleRelay, config.RoleScheduler}, []string{"kafka topics", "relay", "scheduler"}, false},
+		{[]string{config.RoleRelay, config.RoleScheduler}, []string{"kafka topics", "relay", "scheduler", "sla watcher"}, false},
 		{[]string{config.RoleAPI}, []string{"artifact sweep", "http"}, true},
-		{config.AllRoles(), []string{"kafka topics", "artifact sweep", "relay", "ingest consumer", "scheduler", "worker", "http"}, true},
+		{config.AllRoles(), []string{"kafka topics", "artifact sweep", "relay", "ingest consumer", "scheduler", "worker", "sla watcher", "http"}, true},
 	} {
 		t.Run(strings.Join(tc.roles, ","), func(t *testing.T) {
 			cfg := e.config(tc.roles...)

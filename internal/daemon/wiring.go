@@ -158,5 +158,5 @@ func (a storeAuth) Authenticate(ctx context.Context, token string) (api.Principa
 	if err != nil {
 		return api.Principal{}, err
 	}
-	return api.Principal{ID: p.ID, Name: p.Name, Role: p.Role, Scopes: p.Scopes, Kinds: p.Kinds}, nil
+	return api.Principal{ID: p.ID, Name: p.Actor(), Role: p.Role, User: p.User, Scopes: p.Scopes, Kinds: p.Kinds}, nil
 }
