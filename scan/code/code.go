@@ -28,6 +28,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/starpipe/starpipe/scan/internal/procgroup"
 )
 
 // Defaults applied by Run to zero fields of Config.
@@ -198,7 +200,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (res Result, err error)
 	defer func() {
 		// A checkout left behind is source code lying around on disk:
 		// failing to remove it is worth failing the run for.
-		if rmErr := removeTree(base); rmErr != nil && err == nil {
+		if rmErr := procgroup.RemoveTree(base); rmErr != nil && err == nil {
 			err = fmt.Errorf("removing work dir %s: %w", base, rmErr)
 		}
 	}()

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
+
+	"github.com/starpipe/starpipe/scan/internal/procgroup"
 )
 
 const (
@@ -40,7 +42,7 @@ func runCommand(ctx context.Context, cfg Config, dirs workDirs, sb sandbox, out 
 	cmd.Env = commandEnv(dirs, cfg.Env)
 	cmd.Stdin = nil // reads get EOF: nothing waits for a terminal
 	cmd.WaitDelay = waitDelay
-	isolate(cmd)
+	procgroup.Isolate(cmd, syscall.SIGKILL)
 	sb.apply(cmd)
 
 	diag := &tailBuffer{max: stderrTail}
@@ -58,7 +60,7 @@ func runCommand(ctx context.Context, cfg Config, dirs workDirs, sb sandbox, out 
 	if cmd.Process != nil {
 		// Tools may leave helpers behind (semgrep-core workers, language
 		// servers): the group goes with the command.
-		killGroup(cmd.Process.Pid)
+		procgroup.KillGroup(cmd.Process.Pid)
 	}
 	// Helpers that left the group (setsid) come back to a subreaper.
 	killOrphans()
@@ -157,22 +159,6 @@ func copyOutputFile(checkout, name string, sb sandbox, w io.Writer) error {
 	}
 	_, err = io.Copy(w, f)
 	return err
-}
-
-// removeTree removes dir. Go's module cache and some tools leave read-only
-// directories behind, which RemoveAll cannot empty: they are made writable
-// and the removal tried again.
-func removeTree(dir string) error {
-	if err := os.RemoveAll(dir); err == nil {
-		return nil
-	}
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
 }
 
 // limitWriter passes writes on to w until max bytes, then fails and calls

@@ -7,13 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/starpipe/starpipe/scan/internal/procgroup"
 )
 
 // Defaults applied by Runner for zero fields.
@@ -209,7 +211,7 @@ func (r *Runner) run(ctx context.Context, path string, args []string, input []by
 		return err
 	}
 	defer func() {
-		if rmErr := removeTree(dir); rmErr != nil && err == nil {
+		if rmErr := procgroup.RemoveTree(dir); rmErr != nil && err == nil {
 			err = fmt.Errorf("removing scanner run directory: %w", rmErr)
 		}
 	}()
@@ -235,11 +237,11 @@ func (r *Runner) run(ctx context.Context, path string, args []string, input []by
 	// children (a code analyser runs in a process group of its own) and
 	// exit; then exec kills it, and killGroup below the rest of its group.
 	cmd.WaitDelay = r.grace()
-	isolate(cmd)
+	procgroup.Isolate(cmd, syscall.SIGTERM)
 
 	runErr := cmd.Run()
 	if cmd.Process != nil {
-		killGroup(cmd.Process.Pid)
+		procgroup.KillGroup(cmd.Process.Pid)
 	}
 	tail.flush()
 	if runErr == nil && !sink.exceeded && sink.writeErr == nil {
@@ -341,22 +343,6 @@ func (r *Runner) stderrLines() int {
 		return r.StderrLines
 	}
 	return DefaultStderrLines
-}
-
-// removeTree removes dir. Tools may leave read-only directories behind
-// (Go's module cache does), which RemoveAll cannot empty: they are made
-// writable and the removal tried again.
-func removeTree(dir string) error {
-	if err := os.RemoveAll(dir); err == nil {
-		return nil
-	}
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
 }
 
 // limitWriter passes writes on to w up to max bytes; beyond, it fails and

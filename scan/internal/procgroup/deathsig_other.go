@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package code
+package procgroup
 
 import "syscall"
 

@@ -1,8 +1,0 @@
-//go:build unix && !linux
-
-package scanexec
-
-import "syscall"
-
-// setDeathSignal does nothing where there is no parent-death signal.
-func setDeathSignal(*syscall.SysProcAttr) {}
