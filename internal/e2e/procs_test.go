@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/starpipe/starpipe/store/storetest"
 )
@@ -82,7 +81,7 @@ func binary(t *testing.T) string {
 type rig struct {
 	t      *testing.T
 	bin    string
-	db     *pgxpool.Pool // raw SQL on the test database, to check outcomes
+	db     *storetest.DB // raw SQL on the test database, to check outcomes
 	dbURL  string
 	broker string // host:port of the broker process
 	home   string

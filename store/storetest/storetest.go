@@ -150,11 +150,15 @@ func (r *rawDB) close() {
 	}
 }
 
-// SQL returns a connection pool on st's database (st must come from New
-// or be attached),
-// for tests that set up or check rows directly. Test code only: outside
-// the store, production code runs no SQL.
-func SQL(t testing.TB, st *store.Store) *pgxpool.Pool {
+// DB is a raw connection pool on a test database, for tests that check
+// outcomes in SQL; it is pgx's pool, named here so that tests outside store
+// need not import pgx.
+type DB = pgxpool.Pool
+
+// SQL returns a connection pool on st's database (st must come from New or
+// be attached), for tests that set up or check rows directly. Test code
+// only: outside the store, production code runs no SQL.
+func SQL(t testing.TB, st *store.Store) *DB {
 	t.Helper()
 	v, ok := rawDBs.Load(st)
 	if !ok {
