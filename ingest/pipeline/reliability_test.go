@@ -476,7 +476,10 @@ func TestBrokerDownDuringUpload(t *testing.T) {
 
 	h.broker.Close()
 	run2 := h.submit(scope, genSARIF("synthscan", seq(0, 60)))
-	h.waitFor("the relay to fail delivering the run", runTimeout, func() bool {
+	// The producer tries a few times, with back-off and dial timeouts,
+	// before the relay records a failure: on a loaded machine that takes
+	// longer than a run, so the guard is wider.
+	h.waitFor("the relay to fail delivering the run", 3*runTimeout, func() bool {
 		return h.count(`SELECT count(*) FROM outbox WHERE sent_at IS NULL AND last_error IS NOT NULL AND headers->>'run_id' = $1`, run2) == 1
 	})
 	var status string
