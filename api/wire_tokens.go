@@ -12,6 +12,7 @@ import (
 type Token struct {
 	Name       string     `json:"name"`
 	Role       string     `json:"role"`
+	User       string     `json:"user,omitempty"` // the user a token acts as
 	Scopes     []string   `json:"scopes"` // empty: any scope
 	Kinds      []string   `json:"kinds"`  // empty: any kind
 	CreatedAt  time.Time  `json:"created_at"`
@@ -21,6 +22,6 @@ type Token struct {
 
 // TokenOf is the wire form of a token's metadata.
 func TokenOf(t store.TokenInfo) Token {
-	return Token{Name: t.Name, Role: t.Role, Scopes: nonNilSlice(t.Scopes), Kinds: nonNilSlice(t.Kinds),
+	return Token{Name: t.Name, Role: t.Role, User: t.User, Scopes: nonNilSlice(t.Scopes), Kinds: nonNilSlice(t.Kinds),
 		CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt, RevokedAt: t.RevokedAt}
 }
