@@ -13,8 +13,8 @@ type Token struct {
 	Name       string     `json:"name"`
 	Role       string     `json:"role"`
 	User       string     `json:"user,omitempty"` // the user a token acts as
-	Scopes     []string   `json:"scopes"` // empty: any scope
-	Kinds      []string   `json:"kinds"`  // empty: any kind
+	Scopes     []string   `json:"scopes"`         // empty: any scope
+	Kinds      []string   `json:"kinds"`          // empty: any kind
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`

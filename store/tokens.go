@@ -282,8 +282,8 @@ func validRole(r string) bool {
 // (api.Token is its JSON shape).
 type TokenInfo struct {
 	Name       string
-	Role       string // the user's current role for a user's token
-	User       string // "" for a named service's token
+	Role       string   // the user's current role for a user's token
+	User       string   // "" for a named service's token
 	Scopes     []string // empty: any scope
 	Kinds      []string // empty: any kind
 	CreatedAt  time.Time
