@@ -33,6 +33,10 @@ func (s *Server) registerTokens() {
 type tokenRequest struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
+	// User makes a token that acts as this user: the user's role (give
+	// none, or the same) and ownership scopes, and the user's name as the
+	// actor of every change made with it.
+	User string `json:"user"`
 	// Scopes are scope patterns the token may upload ('*' within a
 	// '/'-separated segment, '**' across them, '?' one character);
 	// Kinds the scan kinds. Empty or absent: no limit.
@@ -46,6 +50,7 @@ type tokenRequest struct {
 type tokenCreated struct {
 	Name   string   `json:"name"`
 	Role   string   `json:"role"`
+	User   string   `json:"user,omitempty"`
 	Scopes []string `json:"scopes"`
 	Kinds  []string `json:"kinds"`
 	Token  string   `json:"token"`
@@ -68,17 +73,23 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
 		return
 	}
-	spec := store.TokenSpec{Name: req.Name, Role: req.Role, Scopes: req.Scopes, Kinds: req.Kinds}
+	spec := store.TokenSpec{Name: req.Name, Role: req.Role, User: req.User, Scopes: req.Scopes, Kinds: req.Kinds}
 	tok, err := s.opt.Store.IssueToken(r.Context(), spec, p.Name)
 	if err != nil {
 		s.fail(w, r, err, fmt.Sprintf("token %q", req.Name))
 		return
 	}
+	if req.User != "" {
+		// The token has the user's role; read it back for the answer.
+		if u, err := s.opt.Store.GetUser(r.Context(), req.User); err == nil {
+			req.Role = u.Role
+		}
+	}
 	// The token is a secret: no cache may keep this answer.
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Location", "/v1/tokens")
 	writeJSON(w, http.StatusCreated, tokenCreated{
-		Name: req.Name, Role: req.Role, Scopes: sortedSet(req.Scopes), Kinds: sortedSet(req.Kinds), Token: tok,
+		Name: req.Name, Role: req.Role, User: req.User, Scopes: sortedSet(req.Scopes), Kinds: sortedSet(req.Kinds), Token: tok,
 	})
 }
 

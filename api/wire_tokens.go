@@ -12,8 +12,9 @@ import (
 type Token struct {
 	Name       string     `json:"name"`
 	Role       string     `json:"role"`
-	Scopes     []string   `json:"scopes"` // empty: any scope
-	Kinds      []string   `json:"kinds"`  // empty: any kind
+	User       string     `json:"user,omitempty"` // the user a token acts as
+	Scopes     []string   `json:"scopes"`         // empty: any scope
+	Kinds      []string   `json:"kinds"`          // empty: any kind
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
@@ -21,6 +22,6 @@ type Token struct {
 
 // TokenOf is the wire form of a token's metadata.
 func TokenOf(t store.TokenInfo) Token {
-	return Token{Name: t.Name, Role: t.Role, Scopes: nonNilSlice(t.Scopes), Kinds: nonNilSlice(t.Kinds),
+	return Token{Name: t.Name, Role: t.Role, User: t.User, Scopes: nonNilSlice(t.Scopes), Kinds: nonNilSlice(t.Kinds),
 		CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt, RevokedAt: t.RevokedAt}
 }

@@ -52,8 +52,14 @@ type Principal struct {
 
 // TokenSpec is a token to create.
 type TokenSpec struct {
-	Name   string
-	Role   string
+	Name string
+	// Role is the token's role. For a user's token it is taken from the
+	// user (and follows the user's role when it changes): leave it empty
+	// or give the user's role.
+	Role string
+	// User makes the token act as this (enabled) user: the user's role,
+	// ownership scopes and name as the actor of what it does.
+	User   string
 	Scopes []string // scope patterns (finding.MatchScope); empty: any scope
 	Kinds  []string // scan kinds; empty: any kind
 }
@@ -74,7 +80,7 @@ func (t TokenSpec) validate() (TokenSpec, error) {
 	if t.Name == "" || len(t.Name) > maxTokenName || !utf8.ValidString(t.Name) || strings.ContainsFunc(t.Name, unicode.IsControl) {
 		return bad("name", t.Name, fmt.Sprintf("a token name is 1 to %d characters of text", maxTokenName))
 	}
-	if !validRole(t.Role) {
+	if !validRole(t.Role) && !(t.User != "" && t.Role == "") {
 		return bad("role", t.Role, "allowed: "+strings.Join(Roles(), ", "))
 	}
 	if len(t.Scopes) > maxTokenScopes {
@@ -144,13 +150,22 @@ func (s *Store) IssueToken(ctx context.Context, spec TokenSpec, actor string) (s
 	}
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO api_tokens (name, token_hash, role, scopes, kinds) VALUES ($1, $2, $3, $4, $5)`,
-			spec.Name, hashToken(token), spec.Role, spec.Scopes, spec.Kinds); err != nil {
+		var user *string
+		after := map[string]any{"role": spec.Role, "scopes": spec.Scopes, "kinds": spec.Kinds}
+		if spec.User != "" {
+			role, err := userRoleForToken(ctx, tx, spec)
+			if err != nil {
+				return err
+			}
+			spec.Role, user = role, &spec.User
+			after["role"], after["user"] = role, spec.User
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO api_tokens (name, token_hash, role, scopes, kinds, user_name) VALUES ($1, $2, $3, $4, $5, $6)`,
+			spec.Name, hashToken(token), spec.Role, spec.Scopes, spec.Kinds, user); err != nil {
 			return err
 		}
 		_, err := s.appendActivity(ctx, tx, Activity{
-			Actor: actor, Action: "token.created", SubjectType: "token", SubjectID: spec.Name,
-			After: map[string]any{"role": spec.Role, "scopes": spec.Scopes, "kinds": spec.Kinds},
+			Actor: actor, Action: "token.created", SubjectType: "token", SubjectID: spec.Name, After: after,
 		})
 		return err
 	})
@@ -161,6 +176,25 @@ func (s *Store) IssueToken(ctx context.Context, spec TokenSpec, actor string) (s
 		return "", fmt.Errorf("creating token %q: %w", spec.Name, err)
 	}
 	return token, nil
+}
+
+// userRoleForToken is the role of the enabled user a token is made for,
+// locked against a concurrent change. An unknown or disabled user is
+// ErrNotFound; a role other than the user's is an *InvalidArgumentError.
+func userRoleForToken(ctx context.Context, tx pgx.Tx, spec TokenSpec) (string, error) {
+	var role string
+	err := tx.QueryRow(ctx, `SELECT role FROM users WHERE name = $1 AND disabled_at IS NULL FOR SHARE`, spec.User).Scan(&role)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("user %q: %w", spec.User, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("loading user %q: %w", spec.User, err)
+	}
+	if spec.Role != "" && spec.Role != role {
+		return "", &InvalidArgumentError{Param: "role", Value: spec.Role,
+			Reason: fmt.Sprintf("a token acting as user %q has the user's role %q; leave role out", spec.User, role)}
+	}
+	return role, nil
 }
 
 // TokenExists reports whether a token (revoked or not) has this name, so
@@ -248,7 +282,8 @@ func validRole(r string) bool {
 // (api.Token is its JSON shape).
 type TokenInfo struct {
 	Name       string
-	Role       string
+	Role       string   // the user's current role for a user's token
+	User       string   // "" for a named service's token
 	Scopes     []string // empty: any scope
 	Kinds      []string // empty: any kind
 	CreatedAt  time.Time
@@ -259,13 +294,14 @@ type TokenInfo struct {
 // ListTokens lists every token, revoked ones included.
 func (s *Store) ListTokens(ctx context.Context) ([]TokenInfo, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT name, role, scopes, kinds, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name`)
+		SELECT k.name, coalesce(u.role, k.role), coalesce(k.user_name, ''), k.scopes, k.kinds, k.created_at, k.last_used_at, k.revoked_at
+		FROM api_tokens k LEFT JOIN users u ON u.name = k.user_name ORDER BY k.name`)
 	if err != nil {
 		return nil, fmt.Errorf("listing tokens: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (TokenInfo, error) {
 		var t TokenInfo
-		err := r.Scan(&t.Name, &t.Role, &t.Scopes, &t.Kinds, &t.CreatedAt, &t.LastUsedAt, &t.RevokedAt)
+		err := r.Scan(&t.Name, &t.Role, &t.User, &t.Scopes, &t.Kinds, &t.CreatedAt, &t.LastUsedAt, &t.RevokedAt)
 		return t, err
 	})
 }

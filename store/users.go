@@ -198,35 +198,7 @@ func (s *Store) CreateUserToken(ctx context.Context, actor, user, tokenName stri
 	if tokenName == "" {
 		return "", &UserError{"name", "empty token name"}
 	}
-	token, hash, err := newToken()
-	if err != nil {
-		return "", fmt.Errorf("creating token %q: %w", tokenName, err)
-	}
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		var role string
-		err := tx.QueryRow(ctx, `SELECT role FROM users WHERE name = $1 AND disabled_at IS NULL FOR SHARE`, user).Scan(&role)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("user %q: %w", user, ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("loading user %q: %w", user, err)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO api_tokens (name, token_hash, role, user_name) VALUES ($1, $2, $3, $4)`,
-			tokenName, hash, role, user)
-		if isUniqueViolation(err) {
-			return fmt.Errorf("creating token %q: %w", tokenName, ErrConflict)
-		}
-		if err != nil {
-			return fmt.Errorf("creating token %q: %w", tokenName, err)
-		}
-		_, err = s.appendActivity(ctx, tx, Activity{Actor: actor, Action: "token.created", SubjectType: "token", SubjectID: tokenName,
-			After: map[string]any{"user": user, "role": role}})
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	return token, nil
+	return s.IssueToken(ctx, TokenSpec{Name: tokenName, User: user}, actor)
 }
 
 // SetOwnership replaces owner's assignments with own (empty removes them

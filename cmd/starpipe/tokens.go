@@ -26,10 +26,10 @@ func newTokensCmd() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVarP(&cfgFile, "config", "c", "", "configuration file (YAML)")
 
-	var name, role string
+	var name, role, user string
 	var scopes, kinds []string
 	create := &cobra.Command{
-		Use:   "create --name NAME --role ROLE [--scope GLOB]... [--kind KIND]...",
+		Use:   "create --name NAME (--role ROLE | --user USER) [--scope GLOB]... [--kind KIND]...",
 		Short: "Create a token and print it once (only its hash is stored)",
 		Long: `Create a token and print it once (only its hash is stored).
 
@@ -39,15 +39,23 @@ refused with 403. Without them the token may upload any scope and kind.
 Patterns match the whole scope: '*' matches any characters but '/', '**'
 any characters, '?' one character but '/'; everything else is literal.
 Examples: --scope 'https://*.example.com' --scope 'git.example.com/acme/**'.
-A token limited to kinds must name the kind of each upload (kind=...).`,
+A token limited to kinds must name the kind of each upload (kind=...).
+
+--user makes a token that acts as that user: it has the user's role (now
+and after it changes) and ownership scopes, stops working when the user
+is disabled, and every change made with it records the user's name.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if role == "" && user == "" {
+				return fmt.Errorf("create token %q: give --role for a service's token or --user for a user's", name)
+			}
 			st, _, err := openConfiguredStore(cmd.Context(), cfgFile)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			tok, err := st.IssueToken(cmd.Context(), store.TokenSpec{Name: name, Role: role, Scopes: scopes, Kinds: kinds}, cliActor("tokens-create"))
+			spec := store.TokenSpec{Name: name, Role: role, User: user, Scopes: scopes, Kinds: kinds}
+			tok, err := st.IssueToken(cmd.Context(), spec, cliActor("tokens-create"))
 			if err != nil {
 				return fmt.Errorf("create token %q: %w", name, err)
 			}
@@ -56,11 +64,11 @@ A token limited to kinds must name the kind of each upload (kind=...).`,
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "unique token name (who or what uses it)")
-	create.Flags().StringVar(&role, "role", "", "role: "+strings.Join(store.Roles(), ", "))
+	create.Flags().StringVar(&role, "role", "", "role: "+strings.Join(store.Roles(), ", ")+" (a user's token has the user's)")
+	create.Flags().StringVar(&user, "user", "", "the user the token acts as (its role and scopes follow the user's)")
 	create.Flags().StringArrayVar(&scopes, "scope", nil, "scope pattern the token may upload (repeatable; default any)")
 	create.Flags().StringArrayVar(&kinds, "kind", nil, "scan kind the token may upload: external, authenticated, code (repeatable; default any)")
 	_ = create.MarkFlagRequired("name")
-	_ = create.MarkFlagRequired("role")
 
 	var asJSON bool
 	list := &cobra.Command{
@@ -87,7 +95,7 @@ A token limited to kinds must name the kind of each upload (kind=...).`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tSCOPES\tKINDS\tCREATED\tLAST USED\tREVOKED")
+			fmt.Fprintln(tw, "NAME\tROLE\tUSER\tSCOPES\tKINDS\tCREATED\tLAST USED\tREVOKED")
 			when := func(t *time.Time) string {
 				if t == nil {
 					return "-"
@@ -95,7 +103,11 @@ A token limited to kinds must name the kind of each upload (kind=...).`,
 				return t.UTC().Format(time.RFC3339)
 			}
 			for _, t := range toks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, listOrAny(t.Scopes), listOrAny(t.Kinds),
+				user := t.User
+				if user == "" {
+					user = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, user, listOrAny(t.Scopes), listOrAny(t.Kinds),
 					t.CreatedAt.UTC().Format(time.RFC3339), when(t.LastUsedAt), when(t.RevokedAt))
 			}
 			return tw.Flush()

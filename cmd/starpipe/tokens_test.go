@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/starpipe/starpipe/store"
 	"github.com/starpipe/starpipe/store/storetest"
 )
 
@@ -52,5 +53,34 @@ func TestTokensCommand(t *testing.T) {
 	acts := storetest.Strings(t, st, `SELECT action FROM activity_log WHERE subject_type = 'token' AND subject_id = 'ci' AND actor LIKE 'cli:%' ORDER BY id`)
 	if !slices.Equal(acts, []string{"token.created", "token.revoked"}) {
 		t.Fatalf("activity %q", acts)
+	}
+}
+
+// TestTokensCreateForUser: `tokens create --user` makes a token that acts
+// as the user with the user's role; another role, or neither --role nor
+// --user, is refused.
+func TestTokensCreateForUser(t *testing.T) {
+	st, dbURL := storetest.New(t)
+	t.Setenv("STARPIPE_DATABASE_URL", dbURL)
+	if _, err := st.CreateUser(t.Context(), nil, "test", store.NewUser{Name: "ann", Email: "ann@example.com", Role: store.RoleOwner}, nil); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := run(t, "", "tokens", "create", "--name", "ann-laptop", "--user", "ann")
+	if code != 0 {
+		t.Fatalf("create: exit %d, %s", code, stderr)
+	}
+	p, err := st.Authenticate(t.Context(), strings.TrimSpace(out))
+	if err != nil || p.User != "ann" || p.Role != store.RoleOwner || p.Actor() != "ann" {
+		t.Fatalf("principal %+v, %v; want owner acting as ann", p, err)
+	}
+	if _, stderr, code := run(t, "", "tokens", "create", "--name", "x", "--user", "ann", "--role", "admin"); code == 0 || !strings.Contains(stderr, "role") {
+		t.Fatalf("other role: exit %d, %s", code, stderr)
+	}
+	if _, stderr, code := run(t, "", "tokens", "create", "--name", "y"); code == 0 || !strings.Contains(stderr, "--user") {
+		t.Fatalf("neither: exit %d, %s", code, stderr)
+	}
+	out, _, _ = run(t, "", "tokens", "list")
+	if !strings.Contains(out, "ann-laptop") || !strings.Contains(out, "USER") {
+		t.Fatalf("list:\n%s", out)
 	}
 }
