@@ -177,17 +177,31 @@ func ApproveException(ctx context.Context, t *Tx, id int64, by string, at time.T
 	return nil
 }
 
+// ExpiredException is an exception ExpireExceptions expired, with the
+// state it had.
+type ExpiredException struct {
+	Exception
+	Was string
+}
+
 // ExpireExceptions marks up to limit live exceptions whose expiry is at or
 // before now as expired, in tx, and returns them, soonest expiry first.
 // Each is returned once however many replicas call it.
-func ExpireExceptions(ctx context.Context, t *Tx, now time.Time, limit int) ([]Exception, error) {
-	out, err := collectExceptions(t.tx.Query(ctx, `
+func ExpireExceptions(ctx context.Context, t *Tx, now time.Time, limit int) ([]ExpiredException, error) {
+	rows, _ := t.tx.Query(ctx, `
 		WITH due AS (
-			SELECT id FROM exceptions WHERE state <> 'expired' AND expires_at <= $1
+			SELECT id, state FROM exceptions WHERE state <> 'expired' AND expires_at <= $1
 			ORDER BY expires_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
 		)
 		UPDATE exceptions e SET state = 'expired', expired_at = $1 FROM due WHERE e.id = due.id
-		RETURNING `+exceptionColumns, now, limit))
+		RETURNING due.state, `+exceptionColumns, now, limit)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ExpiredException, error) {
+		var x ExpiredException
+		e := &x.Exception
+		err := r.Scan(&x.Was, &e.ID, &e.State, &e.Owner, &e.Rationale, &e.CompensatingControls, &e.Expires, &e.ReviewEvery,
+			&e.NextReview, &e.CreatedBy, &e.CreatedAt, &e.ApprovedBy, &e.ApprovedAt, &e.ExpiredAt, &e.Findings)
+		return x, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("expiring exceptions: %w", err)
 	}
@@ -260,4 +274,13 @@ func WarnReviewDueExceptions(ctx context.Context, t *Tx, now time.Time, limit in
 		return nil, fmt.Errorf("announcing exception reviews due: %w", err)
 	}
 	return out, nil
+}
+
+// FindingSLADue returns finding id's due date (nil for none), in tx.
+func FindingSLADue(ctx context.Context, t *Tx, id int64) (*time.Time, error) {
+	var due *time.Time
+	if err := t.tx.QueryRow(ctx, `SELECT sla_due FROM findings WHERE id = $1`, id).Scan(&due); err != nil {
+		return nil, fmt.Errorf("loading the due date of finding %d: %w", id, err)
+	}
+	return due, nil
 }
