@@ -214,7 +214,7 @@ func (x *Exceptions) Create(ctx context.Context, a Actor, req ExceptionRequest) 
 			SubjectType: "exception", SubjectID: strconv.FormatInt(out.ID, 10), After: out}}); err != nil {
 			return err
 		}
-		if out.State != store.ExceptionActive {
+		if out.State != store.ExceptionActive || len(out.Findings) == 0 { // (InsertException refuses an empty selection)
 			return nil
 		}
 		changes, err = applyTx(ctx, tx, a, store.FindingFilter{IDs: out.Findings}, exceptionDecision(out), now)
@@ -242,6 +242,10 @@ func (x *Exceptions) Approve(ctx context.Context, a Actor, id int64) (store.Exce
 	}
 	if e.CreatedBy == a.Name {
 		return store.Exception{}, fmt.Errorf("%w: %s created exception %d; another person approves it", ErrForbidden, a.Name, id)
+	}
+	if len(e.Findings) == 0 {
+		// An empty id list would select every finding.
+		return store.Exception{}, fmt.Errorf("exception %d covers no finding any more: %w", id, store.ErrConflict)
 	}
 	if _, err := x.mayCover(ctx, a, store.FindingFilter{IDs: e.Findings}); err != nil {
 		return store.Exception{}, err
@@ -273,6 +277,9 @@ func (x *Exceptions) Approve(ctx context.Context, a Actor, id int64) (store.Exce
 		}
 		if e, err = store.GetExceptionTx(ctx, tx, id); err != nil {
 			return err
+		}
+		if len(e.Findings) == 0 {
+			return fmt.Errorf("exception %d covers no finding any more: %w", id, store.ErrConflict)
 		}
 		if err := store.AppendActivityBatch(ctx, tx, []store.Activity{{At: now, Actor: a.Name, Action: "exception.approved",
 			SubjectType: "exception", SubjectID: strconv.FormatInt(id, 10),
