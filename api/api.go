@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/starpipe/starpipe/mapping"
+	"github.com/starpipe/starpipe/review"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/vault"
 )
@@ -77,6 +78,10 @@ type Options struct {
 	// networks, a resolver for target names). Its zero value is the
 	// strictest; the store is the credential look-up when it has none.
 	SchedulePolicy spec.Options
+
+	// Exceptions is the exceptions register's configuration (four eyes,
+	// longest expiry); nil is review.DefaultExceptionPolicy.
+	Exceptions *review.ExceptionPolicy
 }
 
 // routeGroups are registered by New; each feature file adds its own in init

@@ -57,6 +57,11 @@ type Store interface {
 	SLAPolicies(ctx context.Context) ([]store.SLAPolicy, error)
 	SLAPolicyAt(ctx context.Context, t time.Time) (store.SLAPolicy, error)
 
+	// The exceptions register (exceptions.go); changes go through package
+	// review.
+	GetException(ctx context.Context, id int64) (store.Exception, error)
+	ListExceptions(ctx context.Context, f store.ExceptionFilter) ([]store.Exception, error)
+
 	// Tokens (tokens.go).
 	IssueToken(ctx context.Context, spec store.TokenSpec, actor string) (string, error)
 	ListTokens(ctx context.Context) ([]store.TokenInfo, error)

@@ -39,12 +39,16 @@ const (
 	TypeRunReleased  = "run-released"
 	TypeRunDiscarded = "run-discarded"
 	TypeReviewed     = "reviewed" // a person's review decision (review state) changed
+	// Exception-level warnings on the same topic, keyed by "exception-ID":
+	// an exception expires soon, or its periodic review has fallen due.
+	TypeExceptionExpiring  = "exception-expiring"
+	TypeExceptionReviewDue = "exception-review-due"
 )
 
 var topicTypes = map[string][]string{
 	TopicScanRequests:  {TypeScanRequest},
 	TopicScanResults:   {TypeRunReceived, TypeRunStarted, TypeFindings, TypeRunFinished},
-	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeReviewed, TypeRunHeld, TypeRunReleased, TypeRunDiscarded},
+	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeExceptionExpiring, TypeExceptionReviewDue, TypeReviewed, TypeRunHeld, TypeRunReleased, TypeRunDiscarded},
 }
 
 // KnownType reports whether typ is a message type defined for topic. A

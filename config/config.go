@@ -39,6 +39,7 @@ type Config struct {
 	Scheduler     SchedulerConfig `yaml:"scheduler"`
 	Relay         RelayConfig     `yaml:"relay"`
 	SLA           SLAConfig       `yaml:"sla"`
+	Review        ReviewConfig    `yaml:"review"`
 	Roles         []string        `yaml:"roles"`
 
 	// Analyzers are the code analysers code schedules may name, by name.
@@ -173,6 +174,7 @@ func Default() Config {
 		Scheduler: SchedulerConfig{Enabled: true},
 		Relay:     RelayConfig{MaxAttempts: 5},
 		SLA:       DefaultSLA(),
+		Review:    DefaultReview(),
 		Scan:      ScanConfig{AllowPublic: true, MaxDuration: DefaultScanMaxDuration, Concurrency: DefaultScanConcurrency},
 		Roles:     AllRoles(),
 	}
@@ -336,6 +338,7 @@ func (c *Config) Validate() error {
 		bad("relay.max_attempts", "must be between 1 and 1000")
 	}
 	errs = append(errs, c.SLA.validate()...)
+	errs = append(errs, c.Review.validate()...)
 	if len(c.Roles) == 0 {
 		bad("roles", "at least one role is needed")
 	}

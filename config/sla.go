@@ -19,12 +19,16 @@ type SLAConfig struct {
 	// CheckEvery is how often breaches are looked for (and announced once
 	// as sla-breached events).
 	CheckEvery time.Duration `yaml:"check_every"`
+	// RestartOnExpiry restarts a finding's due date from the expiry of the
+	// exception that covered it (DefectDojo's switch of the same name;
+	// default on here, so an expired acceptance is not at once a breach).
+	RestartOnExpiry bool `yaml:"restart_on_expiry"`
 }
 
 // DefaultSLA is 7/30/90/180 days for critical/high/medium/low, none for
 // info, checked every five minutes.
 func DefaultSLA() SLAConfig {
-	return SLAConfig{Critical: 7, High: 30, Medium: 90, Low: 180, CheckEvery: 5 * time.Minute}
+	return SLAConfig{Critical: 7, High: 30, Medium: 90, Low: 180, CheckEvery: 5 * time.Minute, RestartOnExpiry: true}
 }
 
 // Days returns the durations per severity (critical, high, medium, low,

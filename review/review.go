@@ -95,6 +95,9 @@ type Decision struct {
 	State         string
 	Justification string // from Justifications (or an alias); "" for none
 	Comment       string // free text: the rationale
+	// Exception is the exceptions-register entry a risk acceptance is made
+	// under; set by the register only (0 for a person's own decision).
+	Exception int64
 }
 
 // normalise checks d and returns it with its justification canonical.
@@ -326,39 +329,50 @@ func (s *Service) apply(ctx context.Context, a Actor, f store.FindingFilter, d D
 			}
 		}
 		var err error
-		changes, err = store.ApplyReview(ctx, tx, f, store.Review{State: d.State, Justification: d.Justification, Comment: d.Comment}, a.Name, at)
-		if err != nil || len(changes) == 0 {
-			return err
-		}
-		acts := make([]store.Activity, len(changes))
-		msgs := make([]store.OutboxMessage, len(changes))
-		for i, c := range changes {
-			acts[i] = store.Activity{
-				At: at, Actor: a.Name, Action: "finding.reviewed", SubjectType: "finding", SubjectID: strconv.FormatInt(c.ID, 10),
-				Before: activityReview(c.Before), After: activityReview(c.After),
-			}
-			v, err := bus.EncodeID(bus.NewID(), bus.TypeReviewed, at, ReviewEvent{
-				FindingID: c.ID, Scope: c.Scope, Kind: c.Kind, Fingerprint: c.Fingerprint, Tool: c.Tool, Rule: c.Rule,
-				Title: c.Title, Severity: c.Severity, Status: c.Status, From: c.Before.State, To: c.After.State,
-				Justification: c.After.Justification, Comment: c.After.Comment, Actor: a.Name,
-			})
-			if err != nil {
-				return err
-			}
-			msgs[i] = store.OutboxMessage{Topic: bus.TopicFindingEvents, Key: strconv.FormatInt(c.ID, 10), Payload: v}
-		}
-		if err := store.AppendActivityBatch(ctx, tx, acts); err != nil {
-			return err
-		}
-		return store.EnqueueBatch(ctx, tx, msgs)
+		changes, err = applyTx(ctx, tx, a, f, d, at)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range changes {
-		s.log.Info("finding reviewed", "finding_id", c.ID, "actor", a.Name, "from", c.Before.State, "to", c.After.State)
-	}
+	logChanges(s.log, a, changes)
 	return changes, nil
+}
+
+func logChanges(log *slog.Logger, a Actor, changes []store.ReviewChange) {
+	for _, c := range changes {
+		log.Info("finding reviewed", "finding_id", c.ID, "actor", a.Name, "from", c.Before.State, "to", c.After.State)
+	}
+}
+
+// applyTx writes the decisions with their activity rows and events in tx:
+// the one path every decision takes, a person's or an exception's.
+func applyTx(ctx context.Context, tx *store.Tx, a Actor, f store.FindingFilter, d Decision, at time.Time) ([]store.ReviewChange, error) {
+	changes, err := store.ApplyReview(ctx, tx, f, store.Review{State: d.State, Justification: d.Justification, Comment: d.Comment, Exception: d.Exception}, a.Name, at)
+	if err != nil || len(changes) == 0 {
+		return changes, err
+	}
+	acts := make([]store.Activity, len(changes))
+	msgs := make([]store.OutboxMessage, len(changes))
+	for i, c := range changes {
+		acts[i] = store.Activity{
+			At: at, Actor: a.Name, Action: "finding.reviewed", SubjectType: "finding", SubjectID: strconv.FormatInt(c.ID, 10),
+			Before: activityReview(c.Before), After: activityReview(c.After),
+		}
+		v, err := bus.EncodeID(bus.NewID(), bus.TypeReviewed, at, ReviewEvent{
+			FindingID: c.ID, Scope: c.Scope, Kind: c.Kind, Fingerprint: c.Fingerprint, Tool: c.Tool, Rule: c.Rule,
+			Title: c.Title, Severity: c.Severity, Status: c.Status, From: c.Before.State, To: c.After.State,
+			Justification: c.After.Justification, Comment: c.After.Comment, Exception: c.After.Exception, Actor: a.Name,
+		})
+		if err != nil {
+			return nil, err
+		}
+		msgs[i] = store.OutboxMessage{Topic: bus.TopicFindingEvents, Key: strconv.FormatInt(c.ID, 10), Payload: v}
+	}
+	if err := store.AppendActivityBatch(ctx, tx, acts); err != nil {
+		return nil, err
+	}
+	return changes, store.EnqueueBatch(ctx, tx, msgs)
 }
 
 // activityReview is a decision as the activity log records it.
@@ -369,6 +383,9 @@ func activityReview(r store.Review) map[string]string {
 	}
 	if r.Comment != "" {
 		m["comment"] = r.Comment
+	}
+	if r.Exception != 0 {
+		m["exception"] = strconv.FormatInt(r.Exception, 10)
 	}
 	return m
 }
@@ -389,5 +406,6 @@ type ReviewEvent struct {
 	To            string `json:"to"`     // review state after
 	Justification string `json:"justification,omitempty"`
 	Comment       string `json:"comment,omitempty"`
+	Exception     int64  `json:"exception,omitempty"` // the exception a risk acceptance was made under
 	Actor         string `json:"actor"`
 }

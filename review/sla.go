@@ -35,6 +35,15 @@ type SLAWatcher struct {
 	clock Clock
 	every time.Duration
 	log   *slog.Logger
+	exc   *ExceptionChecker // nil: no exceptions check
+}
+
+// WithExceptions makes the watcher run c's check (expiry, warnings) on
+// every tick too, before it looks for breaches: an expiry restarts due
+// dates.
+func (w *SLAWatcher) WithExceptions(c *ExceptionChecker) *SLAWatcher {
+	w.exc = c
+	return w
 }
 
 // NewSLAWatcher builds a watcher that checks every interval (at least a
@@ -53,6 +62,11 @@ func NewSLAWatcher(st SLAStore, clock Clock, every time.Duration, log *slog.Logg
 // check (the database away) is logged and tried again at the next tick.
 func (w *SLAWatcher) Run(ctx context.Context) error {
 	for {
+		if w.exc != nil {
+			if _, err := w.exc.Check(ctx); err != nil && ctx.Err() == nil {
+				w.log.Warn("exceptions check failed; trying again at the next tick", "err", err, "retry_in", w.every)
+			}
+		}
 		if _, err := w.Check(ctx); err != nil && ctx.Err() == nil {
 			w.log.Warn("SLA check failed; trying again at the next tick", "err", err, "retry_in", w.every)
 		}

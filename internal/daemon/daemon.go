@@ -347,6 +347,7 @@ func (d *Daemon) buildAPI() error {
 		Store: d.st, Catalogs: cats, Intake: gatedIntake{d}, Keyring: d.keyring,
 		HeldRuns:       pipeline.NewHeldRuns(d.st, d.opt.log),
 		SchedulePolicy: d.schedPolicy,
+		Exceptions:     new(ExceptionPolicy(d.cfg)),
 	})
 	ln, err := net.Listen("tcp", d.cfg.Listen)
 	if err != nil {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/review"
@@ -50,11 +51,24 @@ func (d *Daemon) clock() review.Clock {
 	return so.Clock
 }
 
-// buildSLAWatcher adds the part that announces SLA breaches. It runs with
+// ExceptionPolicy is the configured rules of the exceptions register.
+func ExceptionPolicy(cfg config.Config) review.ExceptionPolicy {
+	day := 24 * time.Hour
+	return review.ExceptionPolicy{
+		FourEyes:      cfg.Review.FourEyes,
+		MaxException:  time.Duration(cfg.Review.MaxException) * day,
+		ExpiryWarning: time.Duration(cfg.Review.ExpiryWarning) * day,
+		RestartSLA:    cfg.SLA.RestartOnExpiry,
+	}
+}
+
+// buildSLAWatcher adds the part that announces SLA breaches and runs the
+// exceptions register's expiry and warnings. It runs with
 // the scheduler role, on every replica: the store records each breach once
 // whoever finds it first, so no leader is needed.
 func (d *Daemon) buildSLAWatcher() {
-	w := review.NewSLAWatcher(d.st, d.clock(), d.cfg.SLA.CheckEvery, d.opt.log)
+	w := review.NewSLAWatcher(d.st, d.clock(), d.cfg.SLA.CheckEvery, d.opt.log).
+		WithExceptions(review.NewExceptionChecker(d.st, ExceptionPolicy(d.cfg), d.clock(), d.opt.log))
 	d.add(part{name: "sla watcher", stage: stageBackground, run: w.Run})
 }
 
