@@ -39,12 +39,16 @@ const (
 	TypeRunReleased  = "run-released"
 	TypeRunDiscarded = "run-discarded"
 	TypeReviewed     = "reviewed" // a person's review decision (review state) changed
+	// A retest was asked for (retest-requested) and a run answered it
+	// (retested: passed or failed).
+	TypeRetestRequested = "retest-requested"
+	TypeRetested        = "retested"
 )
 
 var topicTypes = map[string][]string{
 	TopicScanRequests:  {TypeScanRequest},
 	TopicScanResults:   {TypeRunReceived, TypeRunStarted, TypeFindings, TypeRunFinished},
-	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeReviewed, TypeRunHeld, TypeRunReleased, TypeRunDiscarded},
+	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeReviewed, TypeRunHeld, TypeRunReleased, TypeRunDiscarded, TypeRetestRequested, TypeRetested},
 }
 
 // KnownType reports whether typ is a message type defined for topic. A
