@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/starpipe/starpipe/mapping"
+	"github.com/starpipe/starpipe/review"
 	"github.com/starpipe/starpipe/scheduler/spec"
 	"github.com/starpipe/starpipe/vault"
 )
@@ -71,6 +72,9 @@ type Options struct {
 	Keyring  *vault.Keyring    // encrypts credentials posted to /v1/credentials
 	Intake   Intake            // accepts uploads for POST /v1/runs
 	HeldRuns HeldRuns          // releases and discards held runs
+	// Enrich scores and maps a manual finding (POST /v1/findings) by the
+	// pipeline's rules (the daemon's NewEnricher); nil scores it only.
+	Enrich review.Enricher
 
 	// SchedulePolicy is the admin configuration schedules are checked
 	// against on POST and PUT (analysers, word list directory, scan
