@@ -51,8 +51,13 @@ func CreateManualFinding(ctx context.Context, t *Tx, f finding.Finding, evidence
 		return ManualResult{}, fmt.Errorf("manual finding with tool %q", f.Tool)
 	}
 	runID := uuid.NewString()
-	if err := CreateRun(ctx, t, NewRun{ID: runID, Kind: string(f.Kind), Scope: f.Scope, Tool: ToolManual, Format: ToolManual, CreatedBy: actor}); err != nil {
-		return ManualResult{}, err
+	// No artifact: what the person entered is in the finding and its
+	// evidence files.
+	if _, err := t.tx.Exec(ctx, `
+		INSERT INTO scan_runs (id, kind, scope, tool, format, status, created_by, created_at)
+		VALUES ($1::uuid, $2, $3, $4, $4, 'processing', $5, $6)`,
+		runID, string(f.Kind), f.Scope, ToolManual, actor, at); err != nil {
+		return ManualResult{}, fmt.Errorf("recording manual run %s: %w", runID, err)
 	}
 	res, err := UpsertFindings(ctx, t, runID, []finding.Finding{f}, at, &sla)
 	if err != nil {
