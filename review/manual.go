@@ -2,6 +2,7 @@ package review
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -196,7 +197,12 @@ func (s *Findings) CreateManual(ctx context.Context, a Actor, m Manual) (ManualR
 	}
 	s.enrich(&f)
 	at := s.clock.Now().UTC().Truncate(time.Microsecond)
+	// The policy in force now; before the daemon recorded one, the
+	// defaults.
 	pol, err := s.st.SLAPolicyAt(ctx, at)
+	if errors.Is(err, store.ErrNotFound) {
+		pol, err = store.SLAPolicy{SLA: store.DefaultSLA()}, nil
+	}
 	if err != nil {
 		return ManualResult{}, err
 	}
