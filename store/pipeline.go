@@ -326,6 +326,12 @@ func (e *RunStateError) Error() string {
 // When the resolutions reach hold (see HoldPolicy) the run is held
 // instead: its reopenings apply (they are its own observations), nothing
 // is resolved, and ReleaseRun or DiscardRun decide later.
+//
+// A succeeded run answers the pending retests it is evidence for (see
+// RequestRetest): Reconciliation.Retests lists them. A run attached to a
+// retest (AttachRetestRun) is a targeted run and resolves only the
+// retested findings. Findings of tool "manual" are never resolved: no
+// scanner reports that tool.
 func Reconcile(ctx context.Context, t *Tx, runID string, sla SLA, hold HoldPolicy) (Reconciliation, error) {
 	tx := t.tx
 	var res Reconciliation
