@@ -72,6 +72,9 @@ type Options struct {
 	Keyring  *vault.Keyring    // encrypts credentials posted to /v1/credentials
 	Intake   Intake            // accepts uploads for POST /v1/runs
 	HeldRuns HeldRuns          // releases and discards held runs
+	// Enrich scores and maps a manual finding (POST /v1/findings) by the
+	// pipeline's rules (the daemon's NewEnricher); nil scores it only.
+	Enrich review.Enricher
 
 	// SchedulePolicy is the admin configuration schedules are checked
 	// against on POST and PUT (analysers, word list directory, scan

@@ -23,6 +23,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, what st
 	var ia *store.InvalidArgumentError
 	var qp *queryParamError
 	var rs *store.RunStateError
+	var fs *store.FindingStateError
 	switch {
 	case errors.As(err, &ia):
 		writeError(w, http.StatusBadRequest, "invalid_parameter", ia.Error())
@@ -41,6 +42,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, what st
 		writeError(w, http.StatusNotFound, "not_found", what+" not found")
 	case errors.As(err, &rs):
 		writeError(w, http.StatusConflict, "conflict", rs.Error())
+	case errors.As(err, &fs):
+		writeError(w, http.StatusConflict, "conflict", fs.Error())
 	case errors.Is(err, store.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", what+" already exists")
 	case r.Context().Err() != nil:

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/starpipe/starpipe/activity"
@@ -61,6 +62,12 @@ type Store interface {
 	// review.
 	GetException(ctx context.Context, id int64) (store.Exception, error)
 	ListExceptions(ctx context.Context, f store.ExceptionFilter) ([]store.Exception, error)
+	// Manual findings, notes and retests (manual.go); the changes go
+	// through package review.
+	review.FindingsStore
+	StageArtifact(ctx context.Context, r io.Reader, limit int64) (*store.StagedArtifact, error)
+	DiscardArtifact(ctx context.Context, st *store.StagedArtifact)
+	ListNotes(ctx context.Context, id int64) ([]store.Note, error)
 
 	// Tokens (tokens.go).
 	IssueToken(ctx context.Context, spec store.TokenSpec, actor string) (string, error)

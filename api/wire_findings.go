@@ -77,18 +77,83 @@ type ControlRef struct {
 // list's bare references.
 type FindingDetail struct {
 	Finding
-	ToolVersion              string        `json:"tool_version,omitempty"`
-	Message                  string        `json:"message,omitempty"`
-	Description              string        `json:"description,omitempty"`
-	Tags                     []string      `json:"tags"`
-	References               []string      `json:"references"`
-	Evidence                 []string      `json:"evidence"`
-	SuppressionJustification string        `json:"suppression_justification,omitempty"`
-	LastRunID                *string       `json:"last_run_id"`
-	UpdatedAt                time.Time     `json:"updated_at"`
-	ObservationsTotal        int           `json:"observations_total"`
-	Observations             []Observation `json:"observations"` // newest first, at most 1000
-	Controls                 []ControlLink `json:"controls"`     // shadows Finding.Controls
+	ToolVersion              string         `json:"tool_version,omitempty"`
+	Message                  string         `json:"message,omitempty"`
+	Description              string         `json:"description,omitempty"`
+	Tags                     []string       `json:"tags"`
+	References               []string       `json:"references"`
+	Evidence                 []string       `json:"evidence"`
+	SuppressionJustification string         `json:"suppression_justification,omitempty"`
+	LastRunID                *string        `json:"last_run_id"`
+	UpdatedAt                time.Time      `json:"updated_at"`
+	ObservationsTotal        int            `json:"observations_total"`
+	Observations             []Observation  `json:"observations"`   // newest first, at most 1000
+	Controls                 []ControlLink  `json:"controls"`       // shadows Finding.Controls
+	Retests                  []Retest       `json:"retests"`        // newest first
+	EvidenceFiles            []EvidenceFile `json:"evidence_files"` // files a person attached (manual findings)
+}
+
+// Retest is one retest of a finding: what it re-runs and the run that
+// answered it. Result is pending, passed (the run did not see the finding
+// and resolved it) or failed (the run saw it again).
+type Retest struct {
+	ID          int64      `json:"id"`
+	RequestedBy string     `json:"requested_by"`
+	RequestedAt time.Time  `json:"requested_at"`
+	Schedule    string     `json:"schedule,omitempty"`
+	Rule        string     `json:"rule"`
+	Target      string     `json:"target,omitempty"`
+	RunID       *string    `json:"run_id"`
+	Result      string     `json:"result"`
+	DecidedAt   *time.Time `json:"decided_at"`
+}
+
+// RetestOf converts a store retest.
+func RetestOf(r store.Retest) Retest {
+	return Retest{ID: r.ID, RequestedBy: r.RequestedBy, RequestedAt: r.RequestedAt, Schedule: r.Schedule, Rule: r.Rule,
+		Target: r.Target, RunID: r.RunID, Result: r.Result, DecidedAt: r.DecidedAt}
+}
+
+// EvidenceFile is a file attached to a finding, stored as an artifact by
+// its SHA-256.
+type EvidenceFile struct {
+	SHA256      string    `json:"sha256"`
+	FileName    string    `json:"file_name"`
+	ContentType string    `json:"content_type"`
+	Size        int64     `json:"size"`
+	AddedBy     string    `json:"added_by"`
+	AddedAt     time.Time `json:"added_at"`
+}
+
+// Note is a note on a finding with every version of its text.
+type Note struct {
+	ID        int64         `json:"id"`
+	FindingID int64         `json:"finding_id"`
+	Text      string        `json:"text"`
+	Version   int           `json:"version"`
+	CreatedBy string        `json:"created_by"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedBy string        `json:"updated_by"`
+	UpdatedAt time.Time     `json:"updated_at"`
+	History   []NoteVersion `json:"history"`
+}
+
+// NoteVersion is one version of a note's text.
+type NoteVersion struct {
+	Version  int       `json:"version"`
+	Text     string    `json:"text"`
+	EditedBy string    `json:"edited_by"`
+	EditedAt time.Time `json:"edited_at"`
+}
+
+// NoteOf converts a store note.
+func NoteOf(n store.Note) Note {
+	out := Note{ID: n.ID, FindingID: n.FindingID, Text: n.Text, Version: n.Version, CreatedBy: n.CreatedBy,
+		CreatedAt: n.CreatedAt, UpdatedBy: n.UpdatedBy, UpdatedAt: n.UpdatedAt, History: make([]NoteVersion, len(n.History))}
+	for i, v := range n.History {
+		out.History[i] = NoteVersion{Version: v.Version, Text: v.Text, EditedBy: v.EditedBy, EditedAt: v.EditedAt}
+	}
+	return out
 }
 
 // Observation is one run that saw the finding, with the control links that
@@ -139,6 +204,14 @@ func FindingDetailOf(d store.FindingDetail) FindingDetail {
 		Evidence: nonNilSlice(d.Evidence), SuppressionJustification: d.SuppressionJustification,
 		LastRunID: d.LastRunID, UpdatedAt: d.UpdatedAt, ObservationsTotal: d.ObservationsTotal,
 		Observations: make([]Observation, len(d.Observations)), Controls: controlLinksOf(d.Controls),
+		Retests: make([]Retest, len(d.Retests)), EvidenceFiles: make([]EvidenceFile, len(d.EvidenceFiles)),
+	}
+	for i, r := range d.Retests {
+		out.Retests[i] = RetestOf(r)
+	}
+	for i, e := range d.EvidenceFiles {
+		out.EvidenceFiles[i] = EvidenceFile{SHA256: e.SHA256, FileName: e.FileName, ContentType: e.ContentType,
+			Size: e.Size, AddedBy: e.AddedBy, AddedAt: e.AddedAt}
 	}
 	for i, o := range d.Observations {
 		out.Observations[i] = Observation{RunID: o.RunID, SeenAt: o.SeenAt, RulesHash: o.RulesHash}

@@ -43,12 +43,16 @@ const (
 	// an exception expires soon, or its periodic review has fallen due.
 	TypeExceptionExpiring  = "exception-expiring"
 	TypeExceptionReviewDue = "exception-review-due"
+	// A retest was asked for (retest-requested) and a run answered it
+	// (retested: passed or failed).
+	TypeRetestRequested = "retest-requested"
+	TypeRetested        = "retested"
 )
 
 var topicTypes = map[string][]string{
 	TopicScanRequests:  {TypeScanRequest},
 	TopicScanResults:   {TypeRunReceived, TypeRunStarted, TypeFindings, TypeRunFinished},
-	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeExceptionExpiring, TypeExceptionReviewDue, TypeReviewed, TypeRunHeld, TypeRunReleased, TypeRunDiscarded},
+	TopicFindingEvents: {TypeOpened, TypeReopened, TypeResolved, TypeSLABreached, TypeExceptionExpired, TypeExceptionExpiring, TypeExceptionReviewDue, TypeReviewed, TypeRunHeld, TypeRunReleased, TypeRunDiscarded, TypeRetestRequested, TypeRetested},
 }
 
 // KnownType reports whether typ is a message type defined for topic. A

@@ -287,6 +287,8 @@ type Reconciliation struct {
 	// and tools, before the run.
 	WouldResolve, Open int
 	Scope, Kind        string
+	// Retests are the pending retests the run answered (none when held).
+	Retests []RetestPairing
 }
 
 // RunDecision is what ReleaseRun or DiscardRun did to a held run.
@@ -296,6 +298,8 @@ type RunDecision struct {
 	WouldResolve, Open int
 	// Changes are the findings the release resolved (none for a discard).
 	Changes []StatusChange
+	// Retests are the pending retests the release answered.
+	Retests []RetestPairing
 }
 
 // RunStateError says that a run is not in the status an operation needs
@@ -322,6 +326,12 @@ func (e *RunStateError) Error() string {
 // When the resolutions reach hold (see HoldPolicy) the run is held
 // instead: its reopenings apply (they are its own observations), nothing
 // is resolved, and ReleaseRun or DiscardRun decide later.
+//
+// A succeeded run answers the pending retests it is evidence for (see
+// RequestRetest): Reconciliation.Retests lists them. A run attached to a
+// retest (AttachRetestRun) is a targeted run and resolves only the
+// retested findings. Findings of tool "manual" are never resolved: no
+// scanner reports that tool.
 func Reconcile(ctx context.Context, t *Tx, runID string, sla SLA, hold HoldPolicy) (Reconciliation, error) {
 	tx := t.tx
 	var res Reconciliation
@@ -338,8 +348,9 @@ func Reconcile(ctx context.Context, t *Tx, runID string, sla SLA, hold HoldPolic
 		SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM observations o WHERE o.run_id = $1::uuid AND o.finding_id = x.id)),
 		       count(*)
 		FROM findings x
-		WHERE x.scope = $2 AND x.kind = $3 AND x.tool = ANY($4) AND x.status IN ('open', 'reopened')`,
-		runID, r.scope, r.kind, r.tools).Scan(&res.WouldResolve, &res.Open)
+		WHERE x.scope = $2 AND x.kind = $3 AND x.tool = ANY($4) AND x.status IN ('open', 'reopened')
+		  AND (NOT $5 OR x.id IN (SELECT finding_id FROM retests WHERE run_id = $1::uuid))`,
+		runID, r.scope, r.kind, r.tools, r.retestOnly).Scan(&res.WouldResolve, &res.Open)
 	if err != nil {
 		return res, fmt.Errorf("counting findings run %s would resolve: %w", runID, err)
 	}
@@ -374,6 +385,9 @@ func Reconcile(ctx context.Context, t *Tx, runID string, sla SLA, hold HoldPolic
 	}
 	res.Changes = append(res.Changes, resolved...)
 	res.Status = finding.RunSucceeded
+	if res.Retests, err = pairRetests(ctx, tx, runID, r); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 
@@ -397,6 +411,9 @@ func ReleaseRun(ctx context.Context, t *Tx, runID, actor string) (RunDecision, e
 	if _, err := tx.Exec(ctx, `
 		UPDATE scan_runs SET status = 'succeeded', decided_by = $2, decided_at = now() WHERE id = $1::uuid`, runID, actor); err != nil {
 		return d, fmt.Errorf("releasing run %s: %w", runID, err)
+	}
+	if d.Retests, err = pairRetests(ctx, tx, runID, r); err != nil {
+		return d, err
 	}
 	return d, nil
 }
@@ -426,6 +443,9 @@ type lockedRun struct {
 	createdAt   time.Time
 	// The counts recorded when the run was held.
 	wouldResolve, open int
+	// retestOnly: a retest's targeted run, evidence about the retested
+	// findings only.
+	retestOnly bool
 }
 
 func (r lockedRun) decision() RunDecision {
@@ -451,7 +471,8 @@ func lockRun(ctx context.Context, tx pgx.Tx, runID string) (lockedRun, error) {
 	if err := json.Unmarshal(toolsJSON, &r.tools); err != nil {
 		return r, fmt.Errorf("run %s tools: %w", runID, err)
 	}
-	return r, nil
+	r.retestOnly, err = isRetestRun(ctx, tx, runID)
+	return r, err
 }
 
 func lockHeldRun(ctx context.Context, tx pgx.Tx, runID string) (lockedRun, error) {
@@ -481,11 +502,12 @@ func resolveUnseen(ctx context.Context, tx pgx.Tx, runID string, r lockedRun, sk
 			  AND NOT ($5 AND EXISTS (
 				SELECT 1 FROM observations o JOIN scan_runs later ON later.id = o.run_id
 				WHERE o.finding_id = x.id AND later.created_at > $6))
+			  AND (NOT $7 OR x.id IN (SELECT finding_id FROM retests WHERE run_id = $1::uuid))
 			FOR UPDATE
 		) p
 		WHERE f.id = p.id
 		RETURNING f.id, f.scope, f.fingerprint, f.tool, f.rule_id, f.title, f.severity, p.prev, f.status`,
-		runID, r.scope, r.kind, r.tools, skipLater, r.createdAt))
+		runID, r.scope, r.kind, r.tools, skipLater, r.createdAt, r.retestOnly))
 	if err != nil {
 		return nil, fmt.Errorf("resolving findings not seen by run %s: %w", runID, err)
 	}

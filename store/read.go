@@ -489,8 +489,10 @@ type FindingDetail struct {
 	LastRunID                *string
 	UpdatedAt                time.Time
 	ObservationsTotal        int
-	Observations             []Observation // newest first, at most 1000
-	Controls                 []ControlLink // shadows FindingRow.Controls: the links with their reasons
+	Observations             []Observation  // newest first, at most 1000
+	Controls                 []ControlLink  // shadows FindingRow.Controls: the links with their reasons
+	Retests                  []Retest       // newest first
+	EvidenceFiles            []EvidenceFile // files a person attached, oldest first
 }
 
 // Observation is one run that saw the finding: the retest evidence, with
@@ -565,6 +567,12 @@ func (s *Store) GetFinding(ctx context.Context, id int64) (FindingDetail, error)
 		ORDER BY ccm_version, control_id, rule_id`, id)
 	if d.Controls, err = pgx.CollectRows(rows, pgx.RowToStructByName[ControlLink]); err != nil {
 		return FindingDetail{}, fmt.Errorf("listing control links of finding %d: %w", id, err)
+	}
+	if d.Retests, err = s.ListRetests(ctx, id); err != nil {
+		return FindingDetail{}, err
+	}
+	if d.EvidenceFiles, err = s.ListEvidence(ctx, id); err != nil {
+		return FindingDetail{}, err
 	}
 	return d, nil
 }

@@ -461,6 +461,9 @@ func (c *Consumer) reconcile(ctx context.Context, tx *store.Tx, runID string) er
 	if err := recordChanges(ctx, tx, runID, systemActor, res.Changes); err != nil {
 		return err
 	}
+	if err := RecordRetests(ctx, tx, res.Retests); err != nil {
+		return err
+	}
 	if res.Status == finding.RunHeld {
 		if err := recordRunEvent(ctx, tx, bus.TypeRunHeld, "run.held", systemActor, RunEvent{
 			RunID: runID, Scope: res.Scope, Kind: res.Kind, WouldResolve: res.WouldResolve, Open: res.Open,
@@ -508,6 +511,62 @@ func recordChanges(ctx context.Context, tx *store.Tx, runID, actor string, chang
 			return err
 		}
 		msgs[i] = store.OutboxMessage{Topic: bus.TopicFindingEvents, Key: strconv.FormatInt(ch.ID, 10), Payload: v}
+	}
+	if err := store.AppendActivityBatch(ctx, tx, acts); err != nil {
+		return err
+	}
+	return store.EnqueueBatch(ctx, tx, msgs)
+}
+
+// RetestEvent is published on starpipe.finding.events (type retested when
+// a run answered a retest, retest-requested when a person asked for one).
+type RetestEvent struct {
+	RetestID    int64  `json:"retest_id"`
+	FindingID   int64  `json:"finding_id"`
+	Scope       string `json:"scope"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Tool        string `json:"tool"`
+	Rule        string `json:"rule"`
+	Title       string `json:"title,omitempty"`
+	Severity    string `json:"severity,omitempty"`
+	Target      string `json:"target,omitempty"`
+	Schedule    string `json:"schedule,omitempty"`
+	Result      string `json:"result"` // pending, passed, failed
+	RunID       string `json:"run_id,omitempty"`
+	RequestedBy string `json:"requested_by"`
+}
+
+// RecordRetests writes an activity row (by the system) and a retested
+// event per answered retest, in the caller's transaction: passed means the
+// run resolved the finding (its resolved row and event come from the
+// status change), failed that it saw it again and it stays open.
+func RecordRetests(ctx context.Context, tx *store.Tx, ps []store.RetestPairing) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	now := time.Now().UTC()
+	acts := make([]store.Activity, len(ps))
+	msgs := make([]store.OutboxMessage, len(ps))
+	for i, p := range ps {
+		run := ""
+		if p.RunID != nil {
+			run = *p.RunID
+		}
+		acts[i] = store.Activity{
+			At: now, Actor: systemActor, Action: "finding.retest_" + p.Result, SubjectType: "finding",
+			SubjectID: strconv.FormatInt(p.FindingID, 10), RunID: run,
+			Before: map[string]any{"retest": p.ID, "result": store.RetestPending},
+			After:  map[string]any{"retest": p.ID, "result": p.Result},
+		}
+		v, err := bus.EncodeID(bus.NewID(), bus.TypeRetested, now, RetestEvent{
+			RetestID: p.ID, FindingID: p.FindingID, Scope: p.Scope, Fingerprint: p.Fingerprint, Tool: p.Tool,
+			Rule: p.Rule, Title: p.Title, Severity: p.Severity, Target: p.Target, Schedule: p.Schedule,
+			Result: p.Result, RunID: run, RequestedBy: p.RequestedBy,
+		})
+		if err != nil {
+			return err
+		}
+		msgs[i] = store.OutboxMessage{Topic: bus.TopicFindingEvents, Key: strconv.FormatInt(p.FindingID, 10), Payload: v}
 	}
 	if err := store.AppendActivityBatch(ctx, tx, acts); err != nil {
 		return err

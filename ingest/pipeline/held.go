@@ -56,6 +56,9 @@ func (h *HeldRuns) Release(ctx context.Context, runID, actor string) (Decision, 
 		if err := recordChanges(ctx, tx, runID, actor, d.Changes); err != nil {
 			return err
 		}
+		if err := RecordRetests(ctx, tx, d.Retests); err != nil {
+			return err
+		}
 		return recordRunEvent(ctx, tx, bus.TypeRunReleased, "run.released", actor, RunEvent{
 			RunID: runID, Scope: d.Scope, Kind: d.Kind, WouldResolve: d.WouldResolve, Open: d.Open, Resolved: len(d.Changes),
 		})

@@ -29,6 +29,7 @@ import (
 	"github.com/starpipe/starpipe/bus"
 	"github.com/starpipe/starpipe/config"
 	"github.com/starpipe/starpipe/credentials"
+	"github.com/starpipe/starpipe/finding"
 	"github.com/starpipe/starpipe/ingest/parse"
 	"github.com/starpipe/starpipe/ingest/pipeline"
 	"github.com/starpipe/starpipe/internal/httpserver"
@@ -342,7 +343,13 @@ func (d *Daemon) buildAPI() error {
 		ConstLabels: prometheus.Labels{"version": d.opt.version},
 	})
 	d.reg.MustRegister(up)
+	// Manual findings are scored and mapped by the rules ingestion uses.
+	enrich, err := NewEnricher(d.cfg, true)
+	if err != nil {
+		return err
+	}
 	srv := api.New(api.Options{
+		Enrich: func(f *finding.Finding) { enrich(f, nil) },
 		Logger: d.opt.log, Auth: storeAuth{d.st}, Registry: d.reg, Ready: d.ready,
 		Store: d.st, Catalogs: cats, Intake: gatedIntake{d}, Keyring: d.keyring,
 		HeldRuns:       pipeline.NewHeldRuns(d.st, d.opt.log),
