@@ -85,7 +85,7 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 		return err
 	}
 	defer unlock()
-	if err := devScanDefaults(&cfg, dir); err != nil {
+	if err := devScanDefaults(&cfg); err != nil {
 		return err
 	}
 
@@ -137,16 +137,21 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, demoListen
 		opts = append(opts, daemon.WithDemoTarget(demoListen, filepath.Join(dir, "demo.token")))
 	}
 	// With no schedules file of its own, dev loads the example, which is
-	// aimed at the demo target.
-	opts = append(opts, daemon.WithExampleSchedules())
+	// aimed at the demo target (and names its credential): without the
+	// demo there is nothing for it to scan.
+	if demoListen != "" {
+		opts = append(opts, daemon.WithExampleSchedules(demoListen))
+	}
 	return runDaemon(ctx, cfg, log, opts...)
 }
 
 // devScanDefaults adds what the demo schedules need to the admin
 // configuration: loopback is a scan target (the demo web application),
-// and the stand-in analyser "demo-sast", written from the binary to the
-// state directory, is defined unless the configuration defines it.
-func devScanDefaults(cfg *config.Config, dir string) error {
+// and the stand-in analyser "demo-sast", shipped in the binary, is defined
+// unless the configuration defines it. Its script is passed inline to sh,
+// not written to a file: as root, analysers run as the starpipe-scan
+// account, which cannot read the private state directory.
+func devScanDefaults(cfg *config.Config) error {
 	cfg.Scan.AllowNetworks = append(cfg.Scan.AllowNetworks, "127.0.0.0/8", "::1")
 	if _, ok := cfg.Analyzers["demo-sast"]; ok {
 		return nil
@@ -155,14 +160,10 @@ func devScanDefaults(cfg *config.Config, dir string) error {
 	if err != nil {
 		return err
 	}
-	script := filepath.Join(dir, "demo-sast.sh")
-	if err := os.WriteFile(script, b, 0o755); err != nil {
-		return fmt.Errorf("write demo analyser: %w", err)
-	}
 	if cfg.Analyzers == nil {
 		cfg.Analyzers = map[string]config.AnalyzerConfig{}
 	}
-	cfg.Analyzers["demo-sast"] = config.AnalyzerConfig{Command: []string{"sh", script}, Timeout: 15 * time.Minute}
+	cfg.Analyzers["demo-sast"] = config.AnalyzerConfig{Command: []string{"sh", "-c", string(b), "demo-sast"}, Timeout: 15 * time.Minute}
 	return nil
 }
 

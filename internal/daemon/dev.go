@@ -33,9 +33,14 @@ func WithAdminToken(path string) Option {
 	}
 }
 
+// exampleDemoAddr is the demo target's address as the shipped example
+// schedules name it.
+const exampleDemoAddr = "127.0.0.1:8081"
+
 // WithExampleSchedules applies the example schedules shipped in the binary
-// (aimed at the demo target) when no schedules file is configured.
-func WithExampleSchedules() Option {
+// when no schedules file is configured. They are aimed at the demo target,
+// so they are re-aimed at demoAddr, where it listens.
+func WithExampleSchedules(demoAddr string) Option {
 	return func(o *options) {
 		o.setups = append(o.setups, func(ctx context.Context, d *Daemon) error {
 			if d.cfg.Scheduler.SchedulesFile != "" {
@@ -45,6 +50,7 @@ func WithExampleSchedules() Option {
 			if err != nil {
 				return err
 			}
+			b = bytes.ReplaceAll(b, []byte(exampleDemoAddr), []byte(demoAddr))
 			return ApplySchedules(ctx, d.cfg, d.st, bytes.NewReader(b), "configs/schedules.example.yaml", d.log)
 		})
 	}
