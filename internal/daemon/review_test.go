@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -58,37 +59,8 @@ func TestSLABreachReachesKafkaOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var breaches []review.SLABreachEvent
-	ctx, cancel := context.WithCancel(t.Context())
-	consumed := make(chan error, 1)
-	go func() {
-		consumed <- bus.NewConsumer(bcfg, "test-events", bus.TopicFindingEvents, nil).Run(ctx, func(_ context.Context, m bus.Message) error {
-			env, err := bus.Decode(m.Value)
-			if err != nil || env.Type != bus.TypeSLABreached {
-				return err
-			}
-			var ev review.SLABreachEvent
-			if err := env.Unmarshal(&ev); err != nil {
-				return err
-			}
-			mu.Lock()
-			breaches = append(breaches, ev)
-			mu.Unlock()
-			return nil
-		}, bus.RunOptions{})
-	}()
-	defer func() {
-		cancel()
-		<-consumed
-	}()
-
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(breaches)
-	}
-	waitFor(t, "the sla-breached event", func() bool { return count() >= 1 })
+	events := collectEvents[review.SLABreachEvent](t, bcfg, bus.TypeSLABreached)
+	waitFor(t, "the sla-breached event", func() bool { return len(events()) >= 1 })
 	// Three more checks announce nothing new.
 	now := t0
 	for range 3 {
@@ -101,8 +73,7 @@ func TestSLABreachReachesKafkaOnce(t *testing.T) {
 		n, err := e.st.PendingOutbox(t.Context())
 		return err == nil && n == 0
 	})
-	mu.Lock()
-	defer mu.Unlock()
+	breaches := events()
 	if len(breaches) != 1 || breaches[0].FindingID != id || breaches[0].Severity != "critical" ||
 		!breaches[0].SLADue.Equal(t0.Add(-24*time.Hour)) || !breaches[0].BreachedAt.Equal(t0) {
 		t.Fatalf("breaches: %+v (finding %d)", breaches, id)
@@ -160,30 +131,7 @@ func TestExceptionExpiryReachesKafkaOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var expired []review.ExceptionEvent
-	ctx, cancel := context.WithCancel(t.Context())
-	consumed := make(chan error, 1)
-	go func() {
-		consumed <- bus.NewConsumer(bcfg, "test-events", bus.TopicFindingEvents, nil).Run(ctx, func(_ context.Context, m bus.Message) error {
-			env, err := bus.Decode(m.Value)
-			if err != nil || env.Type != bus.TypeExceptionExpired {
-				return err
-			}
-			var ev review.ExceptionEvent
-			if err := env.Unmarshal(&ev); err != nil {
-				return err
-			}
-			mu.Lock()
-			expired = append(expired, ev)
-			mu.Unlock()
-			return nil
-		}, bus.RunOptions{})
-	}()
-	defer func() {
-		cancel()
-		<-consumed
-	}()
+	events := collectEvents[review.ExceptionEvent](t, bcfg, bus.TypeExceptionExpired)
 	now := t0
 	for range 4 {
 		clock.AwaitTimers(t, now.Add(time.Hour), 1)
@@ -191,17 +139,12 @@ func TestExceptionExpiryReachesKafkaOnce(t *testing.T) {
 		clock.Set(now)
 	}
 	clock.AwaitTimers(t, now.Add(time.Hour), 1)
-	waitFor(t, "the exception-expired event", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(expired) >= 1
-	})
+	waitFor(t, "the exception-expired event", func() bool { return len(events()) >= 1 })
 	waitFor(t, "the outbox to drain", func() bool {
 		n, err := e.st.PendingOutbox(t.Context())
 		return err == nil && n == 0
 	})
-	mu.Lock()
-	defer mu.Unlock()
+	expired := events()
 	wantDue := t0.Add(90*time.Minute + 90*24*time.Hour)
 	if len(expired) != 1 || expired[0].FindingID != id || expired[0].SLADue == nil || !expired[0].SLADue.Equal(wantDue) {
 		t.Fatalf("exception-expired events: %+v, want one for finding %d due %s", expired, id, wantDue)
@@ -209,5 +152,40 @@ func TestExceptionExpiryReachesKafkaOnce(t *testing.T) {
 	r, err := e.st.GetReview(t.Context(), id)
 	if err != nil || r.State != store.ReviewUntriaged {
 		t.Fatalf("after expiry: %+v, %v", r, err)
+	}
+}
+
+// collectEvents consumes starpipe.finding.events from the start until the
+// test ends and returns a snapshot of the events of type typ seen so far.
+func collectEvents[T any](t *testing.T, bcfg bus.Config, typ string) func() []T {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []T
+	ctx, cancel := context.WithCancel(t.Context())
+	consumed := make(chan error, 1)
+	go func() {
+		consumed <- bus.NewConsumer(bcfg, "test-events", bus.TopicFindingEvents, nil).Run(ctx, func(_ context.Context, m bus.Message) error {
+			env, err := bus.Decode(m.Value)
+			if err != nil || env.Type != typ {
+				return err
+			}
+			var ev T
+			if err := env.Unmarshal(&ev); err != nil {
+				return err
+			}
+			mu.Lock()
+			seen = append(seen, ev)
+			mu.Unlock()
+			return nil
+		}, bus.RunOptions{})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-consumed
+	})
+	return func() []T {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
 	}
 }
